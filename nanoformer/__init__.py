@@ -1,0 +1,3 @@
+"""nanoformer: the Transformer from first principles."""
+
+__version__ = "0.1.0"

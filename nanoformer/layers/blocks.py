@@ -1,0 +1,231 @@
+"""Encoder and decoder layers, and the stacks built from them.
+
+Each layer wraps its sublayers (attention, FFN) in a residual connection and a norm, in one of
+two orders:
+- post-LN, the paper's:  x = LN(x + Dropout(Sublayer(x)))
+- pre-LN, GPT-2's:       x = x + Dropout(Sublayer(LN(x)))   (and a final LN after the stack)
+Pre-LN trains stably without a long warm-up; post-LN is what the paper, BERT and Marian use.
+
+The stacks own what all their layers share: the relative-position machinery (RoPE angles, ALiBi
+slopes), computed once per forward and handed to every layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from nanoformer.config import ModelConfig
+from nanoformer.layers.attention import MultiHeadAttention
+from nanoformer.layers.cache import KVCache, LayerCache
+from nanoformer.layers.feedforward import FeedForward
+from nanoformer.layers.norms import make_norm
+from nanoformer.layers.positional import RotaryEmbedding, alibi_bias, alibi_slopes
+
+
+@dataclass
+class StackOutput:
+    """A stack's hidden states and, when asked for, every layer's attention weights (B, H, Tq, Tk)."""
+
+    hidden: Tensor
+    self_attentions: list[Tensor] | None = None
+    cross_attentions: list[Tensor] | None = None
+
+
+class _ResidualLayer(nn.Module):
+    """The residual + norm wiring shared by encoder and decoder layers."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.dropout = nn.Dropout(config.dropout)
+
+    def before(self, norm: nn.Module, x: Tensor) -> Tensor:
+        """The sublayer's input: LN(x) for pre-LN, x itself for post-LN."""
+        return norm(x) if self.pre_norm else x
+
+    def after(self, norm: nn.Module, x: Tensor, sublayer_out: Tensor) -> Tensor:
+        """Add the sublayer's output to the residual stream (and normalise, for post-LN)."""
+        x = x + self.dropout(sublayer_out)
+        return x if self.pre_norm else norm(x)
+
+
+def _attention(config: ModelConfig, cross: bool = False) -> MultiHeadAttention:
+    return MultiHeadAttention(
+        config.d_model,
+        config.n_heads,
+        cross=cross,
+        bias=config.bias,
+        dropout=config.attention_dropout,
+        impl=config.attention_impl,
+    )
+
+
+def _ffn(config: ModelConfig) -> FeedForward:
+    return FeedForward(config.d_model, config.d_ff, config.activation, config.bias, config.activation_dropout)
+
+
+def _norm(config: ModelConfig) -> nn.Module:
+    return make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
+
+
+class EncoderLayer(_ResidualLayer):
+    """Self-attention over the whole sequence, then the FFN."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.self_attn = _attention(config)
+        self.self_attn_norm = _norm(config)
+        self.ffn = _ffn(config)
+        self.ffn_norm = _norm(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        bias: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        h, weights = self.self_attn(self.before(self.self_attn_norm, x), mask=mask, bias=bias, rope=rope, need_weights=need_weights)
+        x = self.after(self.self_attn_norm, x, h)
+        x = self.after(self.ffn_norm, x, self.ffn(self.before(self.ffn_norm, x)))
+        return x, weights
+
+
+class DecoderLayer(_ResidualLayer):
+    """Masked self-attention, then (encoder-decoder only) cross-attention to the memory, then the FFN."""
+
+    def __init__(self, config: ModelConfig, cross: bool) -> None:
+        super().__init__(config)
+        self.self_attn = _attention(config)
+        self.self_attn_norm = _norm(config)
+        self.cross_attn = _attention(config, cross=True) if cross else None
+        self.cross_attn_norm = _norm(config) if cross else None
+        self.ffn = _ffn(config)
+        self.ffn_norm = _norm(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        self_mask: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        bias: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        h, self_weights = self.self_attn(
+            self.before(self.self_attn_norm, x),
+            mask=self_mask,
+            bias=bias,
+            rope=rope,
+            causal=True,
+            cache=cache,
+            need_weights=need_weights,
+        )
+        x = self.after(self.self_attn_norm, x, h)
+        cross_weights = None
+        if self.cross_attn is not None:
+            h, cross_weights = self.cross_attn(
+                self.before(self.cross_attn_norm, x),
+                memory=memory,
+                mask=memory_mask,
+                cache=cache,
+                need_weights=need_weights,
+            )
+            x = self.after(self.cross_attn_norm, x, h)
+        x = self.after(self.ffn_norm, x, self.ffn(self.before(self.ffn_norm, x)))
+        return x, self_weights, cross_weights
+
+
+class _Stack(nn.Module):
+    """What encoder and decoder stacks share: relative positions and the optional final norm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.rotary = RotaryEmbedding(config.d_head, config.rope_base) if config.positional == "rope" else None
+        if config.positional == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(config.n_heads), persistent=False)
+        else:
+            self.alibi_slopes = None
+        self.final_norm = _norm(config) if config.use_final_norm else None
+
+    def relative_positions(
+        self, position_ids: Tensor, query_len: int, key_len: int
+    ) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None]:
+        """(ALiBi bias, RoPE cos/sin) for these queries; None for what the config does not use."""
+        bias = None
+        if self.alibi_slopes is not None:
+            bias = alibi_bias(self.alibi_slopes, query_len, key_len, offset=key_len - query_len)
+        rope = self.rotary(position_ids) if self.rotary is not None else None
+        return bias, rope
+
+    def finish(self, x: Tensor) -> Tensor:
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+class Encoder(_Stack):
+    def __init__(self, config: ModelConfig, n_layers: int) -> None:
+        super().__init__(config)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(n_layers))
+
+    def forward(
+        self, x: Tensor, position_ids: Tensor, mask: Tensor | None = None, need_weights: bool = False
+    ) -> StackOutput:
+        """x: embedded input (B, T, D); mask: (B, 1, 1, T) key mask, True = real token."""
+        bias, rope = self.relative_positions(position_ids, x.shape[1], x.shape[1])
+        attentions = [] if need_weights else None
+        for layer in self.layers:
+            x, weights = layer(x, mask=mask, bias=bias, rope=rope, need_weights=need_weights)
+            if attentions is not None:
+                attentions.append(weights)
+        return StackOutput(self.finish(x), self_attentions=attentions)
+
+
+class Decoder(_Stack):
+    def __init__(self, config: ModelConfig, n_layers: int, cross: bool) -> None:
+        super().__init__(config)
+        self.cross = cross
+        self.layers = nn.ModuleList(DecoderLayer(config, cross) for _ in range(n_layers))
+
+    def forward(
+        self,
+        x: Tensor,
+        position_ids: Tensor,
+        self_mask: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> StackOutput:
+        """x: embedded new tokens (B, T, D), following `cache.length` cached ones.
+
+        self_mask: (B, 1, 1, T_keys) key mask over cached + new tokens (the causal part is
+        added inside attention); memory_mask: (B, 1, 1, S) over the encoder memory.
+        """
+        key_len = x.shape[1] + (cache.length if cache is not None else 0)
+        bias, rope = self.relative_positions(position_ids, x.shape[1], key_len)
+        self_attentions = [] if need_weights else None
+        cross_attentions = [] if need_weights else None
+        for i, layer in enumerate(self.layers):
+            x, self_w, cross_w = layer(
+                x,
+                self_mask=self_mask,
+                memory=memory,
+                memory_mask=memory_mask,
+                bias=bias,
+                rope=rope,
+                cache=cache.layers[i] if cache is not None else None,
+                need_weights=need_weights,
+            )
+            if self_attentions is not None:
+                self_attentions.append(self_w)
+                cross_attentions.append(cross_w)
+        return StackOutput(self.finish(x), self_attentions, cross_attentions if self.cross else None)
+
+    def new_cache(self, capacity: int) -> KVCache:
+        return KVCache(len(self.layers), capacity)
+
