@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nanoformer.layers.attention import ATTENTION_IMPLS
-from nanoformer.layers.feedforward import ACTIVATIONS
-from nanoformer.layers.norms import NORMS
-from nanoformer.layers.positional import POSITIONAL_TYPES, SINUSOIDAL_LAYOUTS
-
+# The choices of each switch. The layers import these, so config stays the bottom floor.
 ARCHS = ("encoder-decoder", "encoder", "decoder")
 INITS = ("xavier", "gpt2", "bert")
+ATTENTION_IMPLS = ("sdpa", "math")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
+NORMS = ("layernorm", "rmsnorm")
+POSITIONAL_TYPES = ("sinusoidal", "learned", "rope", "alibi", "none")
+SINUSOIDAL_LAYOUTS = ("interleaved", "half")
 
 
 @dataclass

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nanoformer.config import ATTENTION_IMPLS
 from nanoformer.layers.cache import LayerCache
 from nanoformer.layers.masks import causal_mask
 from nanoformer.layers.positional import apply_rotary
 
-ATTENTION_IMPLS = ("sdpa", "math")
 
 
 def scaled_dot_product_attention(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-NORMS = ("layernorm", "rmsnorm")
+from nanoformer.config import NORMS
 
 
 class RMSNorm(nn.Module):

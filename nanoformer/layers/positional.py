@@ -19,8 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-POSITIONAL_TYPES = ("sinusoidal", "learned", "rope", "alibi", "none")
-SINUSOIDAL_LAYOUTS = ("interleaved", "half")
+from nanoformer.config import POSITIONAL_TYPES, SINUSOIDAL_LAYOUTS
 
 
 def sinusoidal_table(n_positions: int, d_model: int, layout: str = "interleaved") -> Tensor:
