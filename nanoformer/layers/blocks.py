@@ -47,7 +47,9 @@ class _ResidualLayer(nn.Module):
 
     def after(self, norm: nn.Module, x: Tensor, sublayer_out: Tensor) -> Tensor:
         """Add the sublayer's output to the residual stream (and normalise, for post-LN)."""
-        x = x + self.dropout(sublayer_out)
+        if self.training:  # skipping the no-op call in eval mode saves real time per decoding step
+            sublayer_out = self.dropout(sublayer_out)
+        x = x + sublayer_out
         return x if self.pre_norm else norm(x)
 
 

@@ -47,4 +47,6 @@ class FeedForward(nn.Module):
             hidden = self.act(self.up(x))
         else:
             hidden = self.act(self.gate(x)) * self.up(x)
-        return self.down(self.dropout(hidden))
+        if self.training:
+            hidden = self.dropout(hidden)
+        return self.down(hidden)

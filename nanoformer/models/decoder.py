@@ -77,3 +77,20 @@ class DecoderModel(nn.Module):
     ) -> Tensor:
         """Logits (B, T, V) for new tokens (B, T), reading and extending the cache."""
         return self.lm_head(self.run(input_ids, attention_mask, position_ids, cache=cache).hidden)
+
+    def generate(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        **options,
+    ) -> Tensor:
+        """Continue input_ids (B, T) on the KV cache: (B, T + new). See `nanoformer.generation.decoder`."""
+        from nanoformer.generation.decoder import generate  # the generation floor sits above the models
+
+        options.setdefault("eos_id", self.config.eos_id)
+        options.setdefault("pad_id", self.config.pad_id)
+        return generate(self, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, **options)

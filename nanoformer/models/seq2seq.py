@@ -124,3 +124,17 @@ class Seq2SeqTransformer(nn.Module):
     ) -> Tensor:
         """Logits for the new target tokens, reading and extending the cache (cross K/V computed once)."""
         return self.decode(tgt_ids, memory, src_padding_mask, tgt_padding_mask, cache)
+
+    def generate(
+        self,
+        src_ids: Tensor,
+        max_new_tokens: int = 64,
+        src_padding_mask: Tensor | None = None,
+        **options,
+    ) -> Tensor:
+        """Translate src_ids (B, S): target ids (B, T_out), starting with the start token."""
+        from nanoformer.generation.seq2seq import greedy_decode  # the generation floor sits above the models
+
+        if options:
+            raise ValueError(f"unsupported generate options {sorted(options)}")
+        return greedy_decode(self, src_ids, src_padding_mask, max_new_tokens)

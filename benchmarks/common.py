@@ -1,0 +1,71 @@
+"""Shared helpers for side-by-side benchmarks: timing, matmul peak, JSON-lines output.
+
+These machines are shared and noisy, so every benchmark measures the anchor (Hugging Face) and
+nanoformer in the same process, interleaved, and reports ratios; absolute numbers are context.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best-of fp32 matmul throughput in this process, the denominator of MFU."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def time_interleaved(runners: dict[str, Callable[[], None]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Run each runner `rounds` times, alternating between them, so noise hits all alike."""
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def environment() -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def write_result(name: str, result: dict, out: str | None) -> None:
+    """Print the result as one JSON line and append it to `out` (JSON lines) if given."""
+    record = {"benchmark": name, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **environment(), **result}
+    line = json.dumps(record)
+    print(line)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,94 @@
+"""Text generation with a decoder-only model, always on the KV cache.
+
+The prompt is run once through the model (filling the cache); each new token then costs one
+position's worth of computation. Prompts of different lengths are left-padded into one batch;
+the padding mask keeps them out of attention and the position ids count real tokens only, so
+each row generates exactly what it would alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from nanoformer.generation.sampling import apply_repetition_penalty, check_sampling_args, choose_next
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token lists of different lengths -> (ids, attention_mask), both (B, T_max), padded on the left."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token (e.g. start generation from a BOS token)")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt) :] = True
+    return ids, mask
+
+
+@torch.inference_mode()
+def generate(
+    model: nn.Module,
+    input_ids: Tensor,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    attention_mask: Tensor | None = None,
+    eos_id: int | None = None,
+    pad_id: int | None = None,
+    generator: torch.Generator | None = None,
+    on_tokens: Callable[[Tensor], bool | None] | None = None,
+) -> Tensor:
+    """Continue each prompt of input_ids (B, T) by up to max_new_tokens; returns (B, T + new).
+
+    attention_mask (B, T), 1 = real token, for left-padded prompts. A row that produces eos_id
+    is finished: later positions are filled with pad_id (eos_id if there is no pad). on_tokens
+    receives each step's new tokens (B,) and may return True to stop early (stop strings).
+    """
+    check_sampling_args(temperature, top_k, top_p, repetition_penalty)
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    model.eval()
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    batch, prompt_len = input_ids.shape
+    max_positions = model.config.max_positions
+    if prompt_len + max_new_tokens > max_positions:
+        raise ValueError(
+            f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} exceeds max_positions = {max_positions}; "
+            "shorten the prompt or ask for fewer tokens"
+        )
+    # Only left padding needs a mask: tokens after a row's eos are never read by that row.
+    if attention_mask is not None and bool(attention_mask.all()):
+        attention_mask = None
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(device).bool()
+    fill_id = pad_id if pad_id is not None else eos_id
+
+    cache = model.new_cache(prompt_len + max_new_tokens)
+    sequence = input_ids
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    step_ids = input_ids
+    for _ in range(max_new_tokens):
+        logits = model.decode_step(step_ids, cache, attention_mask=attention_mask)[:, -1, :].float()
+        logits = apply_repetition_penalty(logits, sequence, repetition_penalty)
+        next_ids = choose_next(logits, do_sample, temperature, top_k, top_p, generator)
+        if fill_id is not None:
+            next_ids = torch.where(finished, torch.full_like(next_ids, fill_id), next_ids)
+        sequence = torch.cat([sequence, next_ids[:, None]], dim=1)
+        if attention_mask is not None:
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+        if eos_id is not None:
+            finished |= next_ids == eos_id
+        step_ids = next_ids[:, None]
+        if on_tokens is not None and on_tokens(next_ids):
+            break
+        if eos_id is not None and bool(finished.all()):
+            break
+    return sequence

@@ -1,0 +1,151 @@
+"""A training run's TOML config: `[model]`, `[data]` and `[train]` sections, plus `--set` overrides.
+
+```toml
+[model]
+preset = "tiny-decoder"        # optional: start from a preset, then override fields
+n_layers = 4
+[data]
+name = "tinyshakespeare"       # a standard set, or: path = "my_texts/"
+tokenizer = "char"
+[train]
+max_time = "10m"
+```
+Relative data paths resolve against the config file's folder, then `$NANOFORMER_DATA`.
+Mistakes (unknown keys, wrong types, unreadable TOML) are reported with the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from nanoformer.config import PRESETS, ModelConfig
+from nanoformer.errors import UserError
+from nanoformer.training.config import TrainConfig
+
+TOKENIZER_KINDS = ("char", "bpe", "wordpiece", "unigram")
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes tokens."""
+
+    name: str | None = None  # a standard set, e.g. "tinyshakespeare"
+    path: str | None = None  # a file or a folder of text files
+    tokenizer: str = "char"
+    vocab_size: int = 8000  # for trained subword tokenizers (bpe, wordpiece, unigram)
+    block_size: int = 256  # context length of a training window
+    val_fraction: float = 0.1  # the last part of the text, as nanoGPT splits it
+    val_path: str | None = None  # a separate validation file instead of the split
+    cache_dir: str | None = None  # token caches; default: RUN_DIR/data
+
+    def __post_init__(self) -> None:
+        if self.name is None and self.path is None:
+            raise UserError("[data] needs `name` (a standard set such as 'tinyshakespeare') or `path` (a file or folder)")
+        if self.tokenizer not in TOKENIZER_KINDS:
+            raise UserError(f"[data] tokenizer = {self.tokenizer!r}; expected one of {list(TOKENIZER_KINDS)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UserError(f"[data] val_fraction = {self.val_fraction}; expected a fraction in (0, 1), e.g. 0.1")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    source: Path | None = None  # the TOML file, for resolving relative paths
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "data": dataclasses.asdict(self.data), "train": self.train.to_dict()}
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'train.lr=3e-4' -> ('train', 'lr', 3e-4). Values are read as TOML, falling back to a string."""
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise UserError(f"--set {text!r}: write it as section.key=value, e.g. --set train.max_steps=500")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, name, value
+
+
+def _known_keys(section: str, values: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {unknown} in [{section}]; valid keys: {', '.join(sorted(allowed))}")
+
+
+def _check_types(section: str, values: dict[str, Any], cls: type, where: str) -> None:
+    """Catch `n_layers = "4"` before it becomes an obscure error deep in torch."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    for key, value in values.items():
+        default = defaults.get(key)
+        if default is None or value is None:
+            continue
+        expected = type(default)
+        ok = isinstance(value, expected) or (expected is float and isinstance(value, int) and not isinstance(value, bool))
+        if expected is int and isinstance(value, bool):
+            ok = False
+        if not ok:
+            raise UserError(
+                f"{where}: [{section}] {key} = {value!r} is a {type(value).__name__}; expected a {expected.__name__}"
+            )
+
+
+def build_run_config(sections: dict[str, Any], source: Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    where = str(source) if source else "config"
+    sections = {name: dict(values) for name, values in sections.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        sections.setdefault(section, {})[key] = value
+    _known_keys("(top level)", sections, {"model", "data", "train"}, where)
+
+    model_values = dict(sections.get("model", {}))
+    preset = model_values.pop("preset", None)
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    _known_keys("model", model_values, model_fields | {"preset"}, where)
+    _check_types("model", model_values, ModelConfig, where)
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"{where}: [model] preset = {preset!r} is unknown; available: {', '.join(PRESETS)}")
+    try:
+        base = dict(PRESETS[preset]) if preset else {}
+        model = ModelConfig.from_dict({**base, **model_values})
+    except ValueError as error:
+        raise UserError(f"{where}: [model] {error}") from None
+
+    data_values = sections.get("data", {})
+    _known_keys("data", data_values, {f.name for f in dataclasses.fields(DataConfig)}, where)
+    _check_types("data", data_values, DataConfig, where)
+    data = DataConfig(**data_values)
+
+    train_values = sections.get("train", {})
+    try:
+        train = TrainConfig.from_dict(train_values)
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
+    return RunConfig(model=model, data=data, train=train, source=source)
+
+
+def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found; pass a TOML file such as configs/shakespeare_char.toml")
+    try:
+        sections = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: invalid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (byte {error.start}); save the file as UTF-8") from None
+    return build_run_config(sections, source=path, overrides=list(overrides))
