@@ -47,6 +47,100 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(format_summary(config, build_model(config), depth=args.depth))
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from nanoformer.recipes import train
+    from nanoformer.run_config import load_run_config
+
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"train.device={json.dumps(args.device)}")
+    run = load_run_config(args.config, overrides)
+    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    result = train(run, run_dir, resume=args.resume, progress=not args.quiet)
+    best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
+    print(f"stopped by {result.stopped_by} at step {result.step}; best val loss {best}; run folder {run_dir}")
+    if result.stopped_by == "interrupt":
+        raise KeyboardInterrupt
+
+
+def _load_checkpoint(path: str, device: str = "cpu"):
+    import nanoformer
+
+    model, tokenizer = nanoformer.load(path, device=_device(device))
+    if tokenizer is None:
+        raise UserError(f"{path}: the checkpoint has no tokenizer.json; text commands need one")
+    return model, tokenizer
+
+
+def _device(name: str) -> str:
+    from nanoformer.training.trainer import select_device
+
+    return str(select_device(name))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from nanoformer.generation.text import generate_text
+
+    model, tokenizer = _load_checkpoint(args.checkpoint, args.device)
+    if model.config.arch != "decoder":
+        raise UserError(f"{args.checkpoint}: generate needs a decoder (GPT) model, this one is {model.config.arch!r}")
+    generator = torch.Generator(device=next(model.parameters()).device)
+    generator.manual_seed(args.seed)
+    sampling = dict(
+        do_sample=not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+    )
+    for sample in range(args.num_samples):
+        if args.num_samples > 1:
+            print(f"--- sample {sample + 1} ---")
+        sys.stdout.write(args.prompt)
+        sys.stdout.flush()
+
+        def stream(row: int, piece: str) -> None:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+        generate_text(model, tokenizer, [args.prompt], args.max_new_tokens, stop=args.stop, on_text=stream,
+                      generator=generator, **sampling)
+        sys.stdout.write("\n")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from nanoformer.api import resolve_checkpoint
+    from nanoformer.data.lm import LMData, build_token_cache, open_token_cache
+    from nanoformer.data.text import resolve_text_files
+    from nanoformer.evaluation.perplexity import evaluate_stream
+    from nanoformer.training.checkpoint import read_config
+
+    model, tokenizer = _load_checkpoint(args.checkpoint, args.device)
+    if model.config.arch != "decoder":
+        raise UserError(f"{args.checkpoint}: evaluate supports decoder (GPT) models so far, this one is {model.config.arch!r}")
+    folder = resolve_checkpoint(args.checkpoint)
+    data = read_config(folder).get("data", {})
+    block_size = int(data.get("block_size", model.config.max_positions))
+    cache_dir = Path(args.cache_dir) if args.cache_dir else folder.parent.parent / "data"
+    if args.data:
+        files = resolve_text_files(args.data)
+        tokens = open_token_cache(build_token_cache(files, tokenizer, cache_dir))
+        what = args.data
+    else:
+        source = data.get("name") or data.get("path")
+        if not source:
+            raise UserError(f"{folder}: the checkpoint does not say which data it was trained on; pass --data FILE")
+        files = resolve_text_files(source)
+        stream = LMData(open_token_cache(build_token_cache(files, tokenizer, cache_dir)),
+                        val_fraction=float(data.get("val_fraction", 0.1)))
+        tokens = np.asarray(stream.splits["val"])
+        what = f"{source} (validation split)"
+    result = evaluate_stream(model, tokens, block_size, args.batch_size, args.max_tokens, progress=True)
+    print(json.dumps({"data": what, "tokens": result.tokens, "loss": round(result.loss, 4),
+                      "perplexity": round(result.perplexity, 3), "block_size": block_size}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanoformer", description="The Transformer from first principles.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,6 +149,39 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("target", help="a preset name, a config .json/.toml, or a checkpoint / run folder")
     info.add_argument("--depth", type=int, default=3, help="module depth of the parameter table")
     info.set_defaults(handler=cmd_info)
+
+    train = commands.add_parser("train", help="train a model from a TOML config")
+    train.add_argument("config", help="a TOML file with [model], [data] and [train] sections (see configs/)")
+    train.add_argument("--out", help="run folder (default: runs/CONFIG_NAME)")
+    train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="shorthand for --set train.device=...")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=cmd_train)
+
+    gen = commands.add_parser("generate", help="continue a prompt with a GPT-style model, streaming to stdout")
+    gen.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    gen.add_argument("--prompt", default="", help="text to continue (empty: start from scratch)")
+    gen.add_argument("--max-new-tokens", type=int, default=200)
+    gen.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--repetition-penalty", type=float, default=1.0)
+    gen.add_argument("--stop", action="append", help="stop when this string appears (repeatable)")
+    gen.add_argument("--num-samples", type=int, default=1)
+    gen.add_argument("--seed", type=int, default=1337)
+    gen.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
+    gen.set_defaults(handler=cmd_generate)
+
+    ev = commands.add_parser("evaluate", help="validation loss and perplexity of a language model")
+    ev.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    ev.add_argument("--data", help="a standard set name, file or folder (default: the run's validation split)")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--max-tokens", type=int, default=None, help="evaluate at most this many tokens")
+    ev.add_argument("--cache-dir", help="where token caches go (default: the run's data folder)")
+    ev.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
+    ev.set_defaults(handler=cmd_evaluate)
     return parser
 
 

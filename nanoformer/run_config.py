@@ -44,7 +44,6 @@ class DataConfig:
     vocab_size: int = 8000  # for trained subword tokenizers (bpe, wordpiece, unigram)
     block_size: int = 256  # context length of a training window
     val_fraction: float = 0.1  # the last part of the text, as nanoGPT splits it
-    val_path: str | None = None  # a separate validation file instead of the split
     cache_dir: str | None = None  # token caches; default: RUN_DIR/data
 
     def __post_init__(self) -> None:

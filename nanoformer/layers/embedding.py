@@ -29,6 +29,7 @@ class Embeddings(nn.Module):
         scale: bool = False,
         norm: str | None = None,
         norm_eps: float = 1e-5,
+        norm_bias: bool = True,
         dropout: float = 0.0,
         padding_idx: int | None = None,
     ) -> None:
@@ -41,7 +42,7 @@ class Embeddings(nn.Module):
         elif positional == "sinusoidal":
             self.positions = SinusoidalPositions(max_positions, d_model, sinusoidal_layout)
         self.token_types = nn.Embedding(type_vocab_size, d_model) if type_vocab_size else None
-        self.norm = make_norm(norm, d_model, norm_eps) if norm else None
+        self.norm = make_norm(norm, d_model, norm_eps, norm_bias) if norm else None
         self.dropout = nn.Dropout(dropout)
 
     @classmethod
@@ -56,6 +57,7 @@ class Embeddings(nn.Module):
             scale=config.scale_embeddings,
             norm=config.norm if config.embedding_norm else None,
             norm_eps=config.norm_eps,
+            norm_bias=config.bias,
             dropout=config.dropout,
             padding_idx=config.pad_id if config.pad_id is not None and config.pad_id < vocab_size else None,
         )

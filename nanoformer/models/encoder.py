@@ -25,7 +25,7 @@ class MaskedLMHead(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.d_model, config.d_model)
         self.act = activation_fn("gelu" if config.activation == "swiglu" else config.activation)
-        self.norm = make_norm(config.norm, config.d_model, config.norm_eps)
+        self.norm = make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
         self.decoder = nn.Linear(config.d_model, config.vocab_size, bias=config.output_bias)
 
     def forward(self, hidden: Tensor) -> Tensor:

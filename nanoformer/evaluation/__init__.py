@@ -1,0 +1,1 @@
+"""Evaluation: perplexity for language models (BLEU/chrF and masked-token accuracy join later)."""

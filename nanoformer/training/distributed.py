@@ -1,0 +1,73 @@
+"""Data-parallel training under `torchrun`: who am I, and joining the process group.
+
+`torchrun --nproc_per_node N` starts N copies of the program with RANK, WORLD_SIZE and
+LOCAL_RANK in the environment. Each copy holds the whole model, trains on its own batches, and
+DDP averages the gradients, so one update sees world_size × batch_size × grad_accum_steps
+sequences. Without those variables everything here is a no-op and the world has size 1.
+
+Call `setup_distributed` before building the batch source when you want each rank to draw
+different batches: seed the source with `seed + info.rank`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from nanoformer.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the world (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes checkpoints, metrics and the progress bar."""
+        return self.rank == 0
+
+
+def dist_info_from_env() -> DistInfo:
+    """Read RANK / WORLD_SIZE / LOCAL_RANK as set by torchrun."""
+    values = {}
+    for key, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)):
+        raw = os.environ.get(key, str(default))
+        try:
+            values[key] = int(raw)
+        except ValueError:
+            raise UserError(f"environment variable {key}={raw!r} is not an integer; launch with torchrun or unset it") from None
+    return DistInfo(rank=values["RANK"], world_size=values["WORLD_SIZE"], local_rank=values["LOCAL_RANK"])
+
+
+def setup_distributed(device_type: str | None = None) -> DistInfo:
+    """Join the process group if launched by torchrun (idempotent); returns this process's place.
+
+    The backend is NCCL for CUDA training and gloo otherwise; `device_type` defaults to "cuda"
+    when a GPU is visible.
+    """
+    info = dist_info_from_env()
+    if not info.enabled or dist.is_initialized():
+        return info
+    if device_type is None:
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return info
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
