@@ -39,7 +39,10 @@ class DistInfo:
 
 
 def dist_info_from_env() -> DistInfo:
-    """Read RANK / WORLD_SIZE / LOCAL_RANK as set by torchrun."""
+    """Read RANK / WORLD_SIZE / LOCAL_RANK as set by torchrun (or ask a group joined by the caller)."""
+    if dist.is_available() and dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+        return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local)
     values = {}
     for key, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)):
         raw = os.environ.get(key, str(default))
