@@ -451,3 +451,16 @@ def test_resume_from_a_run_folder_path(tmp_path):
     assert trainer.step == 4
     last = params_of(tmp_path / "run" / "checkpoints" / "last")
     assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in last.items())
+
+
+def test_cosine_follows_the_time_budget_when_it_ends_first():
+    from nanoformer.training.schedules import warmup_cosine
+
+    # Step budget barely used, but 100% of the time spent: the decay must be complete.
+    assert warmup_cosine(200, 1e-3, 1e-5, 100, 10_000, time_fraction=1.0) == pytest.approx(1e-5)
+    # Half the time spent: halfway down the cosine, whatever the step says.
+    assert warmup_cosine(200, 1e-3, 1e-5, 100, 10_000, time_fraction=0.5) == pytest.approx((1e-3 + 1e-5) / 2)
+    # The step budget still wins when it is further along.
+    assert warmup_cosine(10_000, 1e-3, 1e-5, 100, 10_000, time_fraction=0.1) == pytest.approx(1e-5)
+    # Warm-up is step-based.
+    assert warmup_cosine(50, 1e-3, 1e-5, 100, 10_000, time_fraction=0.9) == pytest.approx(5e-4)

@@ -20,11 +20,19 @@ from nanoformer.errors import UserError
 from nanoformer.training.config import TrainConfig
 
 
-def warmup_cosine(step: int, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
-    """Linear warm-up to `lr`, then half a cosine down to `min_lr` at `max_steps` (flat after)."""
+def warmup_cosine(
+    step: int, lr: float, min_lr: float, warmup_steps: int, max_steps: int, time_fraction: float | None = None
+) -> float:
+    """Linear warm-up to `lr`, then half a cosine down to `min_lr` at `max_steps` (flat after).
+
+    With a wall-clock budget, `time_fraction` (elapsed / max_time) can end the decay first: the
+    cosine follows whichever budget runs out sooner, so a time-limited run still anneals.
+    """
     if step < warmup_steps:
         return lr * step / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    if time_fraction is not None:
+        progress = min(1.0, max(progress, time_fraction))
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -54,11 +62,15 @@ def constant(step: int, lr: float, warmup_steps: int) -> float:
     return lr
 
 
-def lr_at(step: int, config: TrainConfig, d_model: int | None = None) -> float:
-    """The learning rate of update number `step` under `config.schedule`."""
+def lr_at(step: int, config: TrainConfig, d_model: int | None = None, time_fraction: float | None = None) -> float:
+    """The learning rate of update number `step` under `config.schedule`.
+
+    `time_fraction` (elapsed / max_time, for runs with a time budget) lets the cosine finish its
+    decay when the time runs out; a step-limited run depends on the step alone.
+    """
     c = config
     if c.schedule == "cosine":
-        return warmup_cosine(step, c.lr, c.min_lr, c.warmup_steps, c.max_steps)
+        return warmup_cosine(step, c.lr, c.min_lr, c.warmup_steps, c.max_steps, time_fraction)
     if c.schedule == "noam":
         if d_model is None:
             raise UserError(

@@ -238,18 +238,24 @@ class Trainer:
         elif max_time is not None and self._elapsed_before >= max_time:
             stopped_by = "max_time"
         last_path = None
+        # The cosine decays over whichever budget ends first; elapsed time is agreed across ranks
+        # (it travels with the loss all-reduce) so every rank uses the same learning rate.
+        time_fraction = None if max_time is None else self._elapsed_before / max_time
         try:
             while stopped_by is None:
                 snapshot = {"rng": capture_rng_state(), "data": self.batches.state_dict()}
                 phase = "forward"  # an interrupt here restores `snapshot`: the step never happened
-                lr = lr_at(self.step + 1, cfg, self.d_model)
+                lr = lr_at(self.step + 1, cfg, self.d_model, time_fraction)
                 set_lr(self.optimizer, lr)
                 loss, tokens = self._forward_backward()
                 phase = "update"  # until the step is booked, an interrupt may leave a half-updated optimiser: not saved
                 grad_norm = self._update()
                 self.step += 1
-                over_time = max_time is not None and self.elapsed_s >= max_time
-                loss, tokens, interrupt, over_time = self._agree(loss, tokens, self._stop_requested, over_time)
+                elapsed = self.elapsed_s
+                loss, tokens, interrupt, elapsed = self._agree(loss, tokens, self._stop_requested, elapsed)
+                over_time = max_time is not None and elapsed >= max_time
+                if max_time is not None:
+                    time_fraction = elapsed / max_time
                 self.tokens_seen += tokens
                 phase = "idle"  # the step is complete: an interrupt from here on saves the current state
                 window.add(loss, tokens)
@@ -338,19 +344,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
-    def _agree(self, loss: Tensor, tokens: int, interrupt: bool, over_time: bool) -> tuple[Any, int, bool, bool]:
-        """Under DDP, average the loss, sum the tokens and let any rank's stop reason stop all ranks.
+    def _agree(self, loss: Tensor, tokens: int, interrupt: bool, elapsed: float) -> tuple[Any, int, bool, float]:
+        """Under DDP, average the loss and the elapsed time, sum the tokens, and let any rank's
+        interrupt stop all ranks.
 
-        Ranks must stop at the same step or the others would wait for ever in the next all-reduce.
-        Single-process training keeps the loss on the device, avoiding a sync every step.
+        Ranks must stop at the same step (and share one learning rate) or they would diverge, or
+        wait for ever in the next all-reduce. Single-process training keeps the loss on the
+        device, avoiding a sync every step.
         """
         if not self.dist.enabled:
-            return loss, tokens, interrupt, over_time
-        t = torch.tensor([0.0, tokens, interrupt, over_time], dtype=torch.float64, device=self.device)
+            return loss, tokens, interrupt, elapsed
+        t = torch.tensor([0.0, tokens, interrupt, elapsed], dtype=torch.float64, device=self.device)
         t[0] = loss
         dist.all_reduce(t)
-        total, tokens_f, n_interrupt, n_over = t.tolist()
-        return total / self.dist.world_size, int(tokens_f), n_interrupt > 0, n_over > 0
+        total, tokens_f, n_interrupt, elapsed_sum = t.tolist()
+        world = self.dist.world_size
+        return total / world, int(tokens_f), n_interrupt > 0, elapsed_sum / world
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> float:
