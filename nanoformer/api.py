@@ -36,11 +36,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
     return model.to(device).eval(), tokenizer
 
 
-def from_hf(hf_model: nn.Module) -> nn.Module:
-    """Our model with the weights of a Hugging Face GPT-2, BERT or Marian model."""
+def from_hf(hf_model: nn.Module, **overrides) -> nn.Module:
+    """Our model with the weights of a Hugging Face GPT-2, BERT or Marian model.
+
+    overrides: config fields that do not change the weights, e.g. attention_impl="math".
+    """
     from nanoformer.interop import from_hf as convert
 
-    return convert(hf_model)
+    return convert(hf_model, **overrides)
 
 
 def to_hf(model: nn.Module) -> nn.Module:

@@ -20,6 +20,7 @@ leading byte-order mark is dropped, because editors add it invisibly.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import urllib.error
@@ -189,6 +190,34 @@ def decode_text(data: bytes, path: PathLike) -> str:
                         f"`iconv -f latin1 -t utf-8 in.txt > out.txt`") from None
     if text.startswith("\ufeff"):
         text = text[1:]
+    if Path(path).suffix == ".jsonl":
+        text = jsonl_text(text, path)
     if not text:
         raise UserError(f"{path}: file is empty; put text in it or leave it out of the corpus")
     return text
+
+
+JSONL_TEXT_FIELDS = ("text", "review", "content", "document", "sentence")
+
+
+def jsonl_text(text: str, path: PathLike) -> str:
+    """One line of text per JSON record, from its first field named in JSONL_TEXT_FIELDS.
+
+    Corpora such as the NSMC movie reviews come as JSON lines; a record becomes a line, so a
+    language model learns where one review ends and the next begins.
+    """
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{number}: invalid JSON ({e.msg}); fix or remove the line") from None
+        field = next((f for f in JSONL_TEXT_FIELDS if isinstance(record, dict) and f in record), None)
+        if field is None:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise UserError(f"{path}:{number}: no text field (looked for {', '.join(JSONL_TEXT_FIELDS)}; "
+                            f"found {keys}); rename the field holding the text")
+        lines.append(" ".join(str(record[field]).split()))
+    return "\n".join(lines) + ("\n" if lines else "")

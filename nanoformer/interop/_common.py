@@ -164,7 +164,11 @@ def special_id(value: Any, vocab_size: int) -> int | None:
 
 def require(config: Any, target: str, expected: dict[str, Any]) -> None:
     """Raise one UserError listing every field of our config that the target architecture cannot express."""
-    wrong = [f"{name} = {getattr(config, name)!r} (needs {want!r})" for name, want in expected.items() if getattr(config, name) != want]
+    wrong = [
+        f"{name} = {getattr(config, name)!r} (needs {want!r})"
+        for name, want in expected.items()
+        if getattr(config, name) != want
+    ]
     if wrong:
         raise UserError(f"cannot export to {target}: {'; '.join(wrong)}; only a model of {target}'s shape converts")
 

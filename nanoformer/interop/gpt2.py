@@ -145,7 +145,8 @@ def from_hf(hf_model: nn.Module, **overrides: Any) -> DecoderModel:
     hf_state = hf_model.state_dict()
     state, used = convert_from_hf(rules(config), hf_state)
     # Old transformers versions save the causal-mask buffers attn.bias / attn.masked_bias.
-    check_unused(hf_state, used, [*_aliases(config), *(f"transformer.h.{i}.attn.{b}" for i in range(config.n_layers) for b in ("bias", "masked_bias"))], "GPT2LMHeadModel")
+    mask_buffers = [f"transformer.h.{i}.attn.{name}" for i in range(config.n_layers) for name in ("bias", "masked_bias")]
+    check_unused(hf_state, used, [*_aliases(config), *mask_buffers], "GPT2LMHeadModel")
     load_exact(model, state, "GPT-2 import")
     return finish(model, hf_model)
 

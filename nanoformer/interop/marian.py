@@ -55,13 +55,19 @@ _POSITIONS = ("model.encoder.embed_positions.weight", "model.decoder.embed_posit
 def config_from_hf(hf_config: Any) -> ModelConfig:
     """Our ModelConfig for a Hugging Face MarianConfig."""
     c = hf_config
-    for ours, enc, dec in (("n_heads", "encoder_attention_heads", "decoder_attention_heads"), ("d_ff", "encoder_ffn_dim", "decoder_ffn_dim")):
+    pairs = (("n_heads", "encoder_attention_heads", "decoder_attention_heads"), ("d_ff", "encoder_ffn_dim", "decoder_ffn_dim"))
+    for ours, enc, dec in pairs:
         if getattr(c, enc) != getattr(c, dec):
-            raise UserError(f"MarianConfig.{enc} = {getattr(c, enc)} differs from {dec} = {getattr(c, dec)}; nanoformer has one {ours} for both stacks")
+            raise UserError(
+                f"MarianConfig.{enc} = {getattr(c, enc)} differs from {dec} = {getattr(c, dec)}; "
+                f"nanoformer has one {ours} for both stacks"
+            )
     share = bool(getattr(c, "share_encoder_decoder_embeddings", True))
     target_vocab = c.decoder_vocab_size or c.vocab_size
     if share and target_vocab != c.vocab_size:
-        raise UserError(f"MarianConfig shares embeddings but decoder_vocab_size = {target_vocab} != vocab_size = {c.vocab_size}")
+        raise UserError(
+            f"MarianConfig shares embeddings but decoder_vocab_size = {target_vocab} != vocab_size = {c.vocab_size}"
+        )
     vocab = max(c.vocab_size, target_vocab)
     return ModelConfig(
         arch="encoder-decoder",
@@ -212,7 +218,7 @@ def from_hf(hf_model: nn.Module, **overrides: Any) -> Seq2SeqTransformer:
         if key in hf_state:
             gap = (hf_state[key].float().cpu() - expected).abs().max().item()
             if gap > 1e-4:
-                raise UserError(f"{key} differs from the sinusoidal table by {gap:.3g}; Marian positions must be the fixed sinusoids")
+                raise UserError(f"{key} is {gap:.3g} away from the sinusoidal table; Marian positions must be the fixed sinusoids")
     check_unused(hf_state, used, [*_aliases(config), *_POSITIONS], "MarianMTModel")
     load_exact(model, state, "Marian import")
     return finish(model, hf_model)
