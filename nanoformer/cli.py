@@ -168,6 +168,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"Try: nanoformer generate {run_dir} --prompt 'JULIET:'   |   nanoformer evaluate {run_dir}")
 
 
+def cmd_import_hf(args: argparse.Namespace) -> None:
+    from nanoformer.interop.folders import import_hf
+
+    print(f"wrote {import_hf(args.source, args.out)}")
+
+
+def cmd_export_hf(args: argparse.Namespace) -> None:
+    from nanoformer.interop.folders import export_hf
+
+    print(f"wrote {export_hf(args.checkpoint, args.out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanoformer", description="The Transformer from first principles.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -209,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cache-dir", help="where token caches go (default: the run's data folder)")
     ev.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
     ev.set_defaults(handler=cmd_evaluate)
+
+    imp = commands.add_parser("import-hf", help="convert a Hugging Face GPT-2 / BERT / Marian model folder to a checkpoint")
+    imp.add_argument("source", help="a folder written by save_pretrained (or a hub id, when online)")
+    imp.add_argument("out", help="the checkpoint folder to write")
+    imp.set_defaults(handler=cmd_import_hf)
+
+    exp = commands.add_parser("export-hf", help="write a checkpoint as a Hugging Face model folder")
+    exp.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    exp.add_argument("out", help="the folder to write (save_pretrained layout)")
+    exp.set_defaults(handler=cmd_export_hf)
 
     demo = commands.add_parser("demo", help="train a small GPT on Tiny Shakespeare for a few minutes and sample it")
     demo.add_argument("--config", default="configs/shakespeare_char.toml")
