@@ -131,7 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         source = data.get("name") or data.get("path")
         if not source:
             raise UserError(f"{folder}: the checkpoint does not say which data it was trained on; pass --data FILE")
-        files = resolve_text_files(source)
+        files = resolve_text_files(data.get("files") or source)
         stream = LMData(open_token_cache(build_token_cache(files, tokenizer, cache_dir)),
                         val_fraction=float(data.get("val_fraction", 0.1)))
         tokens = np.asarray(stream.splits["val"])

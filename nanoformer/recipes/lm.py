@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from nanoformer.data.lm import LMData
@@ -96,6 +97,7 @@ def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress
     cache_dir = Path(run.data.cache_dir) if run.data.cache_dir else run_dir / "data"
     data = LMData.from_files(files, tokenizer, cache_dir, val_fraction=run.data.val_fraction, seed=run.train.seed + rank)
     batches = LMBatches(data, run.train.batch_size, run.data.block_size, run.train.eval_batches)
+    torch.manual_seed(run.train.seed)  # the same config gives the same initial weights
     model = DecoderModel(model_config)
     trainer = Trainer(
         model,
@@ -105,7 +107,8 @@ def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress
         model_config,
         run_dir,
         tokenizer=tokenizer,
-        extra_config={"data": {k: v for k, v in run.to_dict()["data"].items()}},
+        # The resolved files too, so `evaluate` finds the text wherever it is run from.
+        extra_config={"data": {**run.to_dict()["data"], "files": [str(f) for f in files]}},
         resume=resume,
         progress=progress,
     )

@@ -1,0 +1,148 @@
+"""Generation on the KV cache: equal to recomputing everything, batch-invariant, sampling controls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nanoformer.config import ModelConfig
+from nanoformer.generation.decoder import generate, left_pad
+from nanoformer.generation.sampling import apply_repetition_penalty, choose_next, filter_top_k, filter_top_p
+from nanoformer.generation.seq2seq import greedy_decode
+from nanoformer.models import DecoderModel, Seq2SeqTransformer
+
+POSITIONALS = ["learned", "sinusoidal", "rope", "alibi"]
+
+
+def tiny_decoder(positional: str = "learned", **overrides) -> DecoderModel:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        arch="decoder", vocab_size=97, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_positions=160,
+        dropout=0.0, positional=positional, pad_id=0, **overrides,
+    )
+    return DecoderModel(config).eval()
+
+
+def uncached_greedy(model: DecoderModel, prompt: torch.Tensor, steps: int) -> torch.Tensor:
+    sequence = prompt
+    with torch.no_grad():
+        for _ in range(steps):
+            next_id = model(sequence)[:, -1].argmax(-1, keepdim=True)
+            sequence = torch.cat([sequence, next_id], dim=1)
+    return sequence
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_cached_greedy_equals_uncached_for_100_steps(positional):
+    model = tiny_decoder(positional)
+    prompt = torch.randint(1, 97, (2, 7))
+    cached = generate(model, prompt, max_new_tokens=100)
+    assert torch.equal(cached, uncached_greedy(model, prompt, 100))
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_batch_of_unequal_prompts_equals_each_prompt_alone(positional):
+    model = tiny_decoder(positional)
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [40, 41, 42, 43]]
+    ids, mask = left_pad(prompts, pad_id=0)
+    batch = generate(model, ids, max_new_tokens=30, attention_mask=mask)
+    for row, prompt in enumerate(prompts):
+        alone = generate(model, torch.tensor([prompt]), max_new_tokens=30)
+        assert torch.equal(batch[row, ids.shape[1]:], alone[0, len(prompt):])
+
+
+def test_rows_after_eos_are_filled_with_pad_and_others_continue():
+    model = tiny_decoder()
+    prompt = torch.randint(1, 97, (3, 5))
+    free = generate(model, prompt, max_new_tokens=12)
+    eos = int(free[0, 5 + 3])  # the token row 0 produces at its 4th step
+    stopped = generate(model, prompt, max_new_tokens=12, eos_id=eos, pad_id=0)
+    first = (stopped[0, 5:] == eos).nonzero()[0].item()
+    assert (stopped[0, 5 + first + 1 :] == 0).all()
+    for row in range(3):  # up to its own eos, each row is what it was without eos handling
+        hits = (stopped[row, 5:] == eos).nonzero()
+        end = hits[0].item() + 1 if len(hits) else 12
+        assert torch.equal(stopped[row, 5 : 5 + end], free[row, 5 : 5 + end])
+
+
+def test_sampling_is_reproducible_with_a_seed_and_varies_without():
+    model = tiny_decoder()
+    prompt = torch.randint(1, 97, (1, 4))
+    run = lambda seed: generate(model, prompt, 30, do_sample=True, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy():
+    model = tiny_decoder()
+    prompt = torch.randint(1, 97, (2, 4))
+    greedy = generate(model, prompt, 20)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(generate(model, prompt, 20, do_sample=True, top_k=1, generator=g), greedy)
+    assert torch.equal(generate(model, prompt, 20, do_sample=True, top_p=1e-6, generator=g), greedy)
+
+
+def test_filters_keep_the_right_tokens():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isfinite(filter_top_k(logits, 2)).tolist() == [[True, True, False, False]]
+    # Top-p 0.7: 0.5 alone is short of 0.7, 0.5 + 0.3 reaches it: two tokens stay.
+    assert torch.isfinite(filter_top_p(logits, 0.7)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_top_p(logits, 0.5)).tolist() == [[True, False, False, False]]
+
+
+def test_repetition_penalty_lowers_seen_tokens_only():
+    logits = torch.tensor([[2.0, -1.0, 3.0, 0.5]])
+    out = apply_repetition_penalty(logits, torch.tensor([[0, 1]]), 2.0)
+    assert out.tolist() == [[1.0, -2.0, 3.0, 0.5]]
+    assert torch.equal(apply_repetition_penalty(logits, torch.tensor([[0]]), 1.0), logits)
+
+
+def test_greedy_choice_is_argmax_and_temperature_must_be_positive():
+    logits = torch.tensor([[0.1, 2.0, 0.3]])
+    assert choose_next(logits).tolist() == [1]
+    with pytest.raises(ValueError, match="temperature"):
+        generate(tiny_decoder(), torch.tensor([[1, 2]]), 3, do_sample=True, temperature=0.0)
+
+
+def test_prompt_plus_new_tokens_beyond_positions_is_refused():
+    with pytest.raises(ValueError, match="max_positions"):
+        generate(tiny_decoder(), torch.randint(1, 97, (1, 150)), max_new_tokens=20)
+
+
+def test_model_generate_method_uses_the_config_eos():
+    model = tiny_decoder(eos_id=3)
+    prompt = torch.randint(4, 97, (1, 5))
+    assert torch.equal(model.generate(prompt, 10), generate(model, prompt, 10, eos_id=3, pad_id=0))
+
+
+def tiny_seq2seq(positional: str) -> Seq2SeqTransformer:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        arch="encoder-decoder", vocab_size=61, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_positions=64,
+        dropout=0.0, positional=positional, share_embeddings=True, pad_id=0, bos_id=1, eos_id=2,
+    )
+    return Seq2SeqTransformer(config).eval()
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_seq2seq_greedy_cached_equals_uncached_and_batch_equals_alone(positional):
+    model = tiny_seq2seq(positional)
+    src = torch.randint(3, 61, (3, 9))
+    mask = torch.ones_like(src, dtype=torch.bool)
+    mask[1, 6:] = False
+    src[1, 6:] = 0
+    out = greedy_decode(model, src, mask, max_new_tokens=20)
+    with torch.no_grad():
+        for row in range(3):
+            length = int(mask[row].sum())
+            alone = greedy_decode(model, src[row : row + 1, :length], None, max_new_tokens=20)[0]
+            # recompute without a cache, step by step
+            tgt = torch.tensor([[1]])
+            for _ in range(20):
+                nxt = model(src[row : row + 1, :length], tgt)[:, -1].argmax(-1, keepdim=True)
+                tgt = torch.cat([tgt, nxt], 1)
+                if nxt.item() == 2:
+                    break
+            n = tgt.shape[1]
+            assert torch.equal(alone[:n], tgt[0])
+            assert torch.equal(out[row, :n], tgt[0])
