@@ -32,11 +32,15 @@ from nanoformer.errors import UserError
 from nanoformer.training.config import TrainConfig
 
 TOKENIZER_KINDS = ("char", "bpe", "wordpiece", "unigram")
+# What the [data] section describes. Each kind has its own dataclass, chosen by `kind = "..."`
+# in [data], or by the model's arch when it is not given.
+DATA_KINDS = ("lm", "translation", "mlm", "classification")
+DEFAULT_DATA_KIND = {"decoder": "lm", "encoder-decoder": "translation", "encoder": "mlm"}
 
 
 @dataclass
 class DataConfig:
-    """Where the text comes from and how it becomes tokens."""
+    """Language-model text (kind "lm"): where it comes from and how it becomes tokens."""
 
     name: str | None = None  # a standard set, e.g. "tinyshakespeare"
     path: str | None = None  # a file or a folder of text files
@@ -55,16 +59,37 @@ class DataConfig:
             raise UserError(f"[data] val_fraction = {self.val_fraction}; expected a fraction in (0, 1), e.g. 0.1")
 
 
+def data_config_class(kind: str) -> type:
+    """The dataclass that validates a [data] section of this kind."""
+    if kind == "lm":
+        return DataConfig
+    if kind == "translation":
+        from nanoformer.data.parallel import TranslationDataConfig
+
+        return TranslationDataConfig
+    if kind == "mlm":
+        from nanoformer.data.mlm import MLMDataConfig
+
+        return MLMDataConfig
+    if kind == "classification":
+        from nanoformer.data.classification import ClassificationDataConfig
+
+        return ClassificationDataConfig
+    raise UserError(f"[data] kind = {kind!r}; expected one of {list(DATA_KINDS)}")
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig
-    data: DataConfig
+    data: Any  # the dataclass of `data_kind`, e.g. DataConfig for "lm"
     train: TrainConfig
     source: Path | None = None  # the TOML file, for resolving relative paths
     extra: dict[str, Any] = field(default_factory=dict)
+    data_kind: str = "lm"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "data": dataclasses.asdict(self.data), "train": self.train.to_dict()}
+        data = {"kind": self.data_kind, **dataclasses.asdict(self.data)}
+        return {"model": self.model.to_dict(), "data": data, "train": self.train.to_dict()}
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -124,17 +149,22 @@ def build_run_config(sections: dict[str, Any], source: Path | None = None, overr
     except ValueError as error:
         raise UserError(f"{where}: [model] {error}") from None
 
-    data_values = sections.get("data", {})
-    _known_keys("data", data_values, {f.name for f in dataclasses.fields(DataConfig)}, where)
-    _check_types("data", data_values, DataConfig, where)
-    data = DataConfig(**data_values)
+    data_values = dict(sections.get("data", {}))
+    kind = data_values.pop("kind", DEFAULT_DATA_KIND[model.arch])
+    data_class = data_config_class(kind)
+    _known_keys("data", data_values, {f.name for f in dataclasses.fields(data_class)} | {"kind"}, where)
+    _check_types("data", data_values, data_class, where)
+    try:
+        data = data_class(**data_values)
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
 
     train_values = sections.get("train", {})
     try:
         train = TrainConfig.from_dict(train_values)
     except UserError as error:
         raise UserError(f"{where}: {error}") from None
-    return RunConfig(model=model, data=data, train=train, source=source)
+    return RunConfig(model=model, data=data, train=train, source=source, data_kind=kind)
 
 
 def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:

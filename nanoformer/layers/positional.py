@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from nanoformer.config import POSITIONAL_TYPES, SINUSOIDAL_LAYOUTS
+from nanoformer.config import SINUSOIDAL_LAYOUTS
 
 
 def sinusoidal_table(n_positions: int, d_model: int, layout: str = "interleaved") -> Tensor:

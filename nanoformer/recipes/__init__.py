@@ -13,13 +13,30 @@ from nanoformer.run_config import RunConfig
 from nanoformer.training.trainer import FitResult
 
 
+# Which model family each kind of data trains.
+DATA_KIND_ARCH = {"lm": "decoder", "translation": "encoder-decoder", "mlm": "encoder", "classification": "encoder"}
+
+
 def train(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
-    """Train the family that `run.model.arch` names; returns the trainer's result."""
-    if run.model.arch == "decoder":
+    """Train what the config describes (its [data] kind); returns the trainer's result."""
+    expected = DATA_KIND_ARCH[run.data_kind]
+    if run.model.arch != expected:
+        raise UserError(
+            f"[data] kind {run.data_kind!r} trains arch {expected!r}, but [model] arch = {run.model.arch!r}; "
+            "change one of them"
+        )
+    if run.data_kind == "lm":
         from nanoformer.recipes.lm import train_lm
 
         return train_lm(run, run_dir, resume=resume, progress=progress)
-    raise UserError(
-        f"[model] arch = {run.model.arch!r}: training this family from a config is not available yet; "
-        "use arch = 'decoder' (GPT-style language model)"
-    )
+    if run.data_kind == "translation":
+        from nanoformer.recipes.translation import train_translation
+
+        return train_translation(run, run_dir, resume=resume, progress=progress)
+    if run.data_kind == "mlm":
+        from nanoformer.recipes.mlm import train_mlm
+
+        return train_mlm(run, run_dir, resume=resume, progress=progress)
+    from nanoformer.recipes.classification import train_classifier
+
+    return train_classifier(run, run_dir, resume=resume, progress=progress)

@@ -1,17 +1,12 @@
-"""The `nanoformer` command line.
-
-Every mistake a user can fix ends as one line on stderr and exit code 2, without a traceback
-(set NANOFORMER_DEBUG=1 to see it). Bugs keep their tracebacks.
-"""
+"""Commands for every family: info, train, evaluate, import-hf, export-hf, demo."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
+from nanoformer.cli.common import DEVICES, load_checkpoint
 from nanoformer.errors import UserError
 
 
@@ -39,12 +34,14 @@ def _load_config_for_info(target: str):
     return ModelConfig.from_dict(data.get("model", data))
 
 
+
 def cmd_info(args: argparse.Namespace) -> None:
     from nanoformer.models import build_model
     from nanoformer.summary import format_summary
 
     config = _load_config_for_info(args.target)
     print(format_summary(config, build_model(config), depth=args.depth))
+
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -63,82 +60,22 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise KeyboardInterrupt
 
 
-def _load_checkpoint(path: str, device: str = "cpu"):
-    import nanoformer
-
-    model, tokenizer = nanoformer.load(path, device=_device(device))
-    if tokenizer is None:
-        raise UserError(f"{path}: the checkpoint has no tokenizer.json; text commands need one")
-    return model, tokenizer
-
-
-def _device(name: str) -> str:
-    from nanoformer.training.trainer import select_device
-
-    return str(select_device(name))
-
-
-def cmd_generate(args: argparse.Namespace) -> None:
-    import torch
-
-    from nanoformer.generation.text import generate_text
-
-    model, tokenizer = _load_checkpoint(args.checkpoint, args.device)
-    if model.config.arch != "decoder":
-        raise UserError(f"{args.checkpoint}: generate needs a decoder (GPT) model, this one is {model.config.arch!r}")
-    generator = torch.Generator(device=next(model.parameters()).device)
-    generator.manual_seed(args.seed)
-    sampling = dict(
-        do_sample=not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-    )
-    for sample in range(args.num_samples):
-        if args.num_samples > 1:
-            print(f"--- sample {sample + 1} ---")
-        sys.stdout.write(args.prompt)
-        sys.stdout.flush()
-
-        def stream(row: int, piece: str) -> None:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-
-        generate_text(model, tokenizer, [args.prompt], args.max_new_tokens, stop=args.stop, on_text=stream,
-                      generator=generator, **sampling)
-        sys.stdout.write("\n")
-
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import numpy as np
+    """Dispatch on the family: perplexity (GPT), BLEU/chrF (translation), masked-token accuracy (BERT)."""
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device)
+    arch = model.config.arch
+    if arch == "decoder":
+        from nanoformer.cli.gpt import evaluate_lm
 
-    from nanoformer.api import resolve_checkpoint
-    from nanoformer.data.lm import LMData, build_token_cache, open_token_cache
-    from nanoformer.data.text import resolve_text_files
-    from nanoformer.evaluation.perplexity import evaluate_stream
-    from nanoformer.training.checkpoint import read_config
+        return evaluate_lm(args, model, tokenizer)
+    if arch == "encoder-decoder":
+        from nanoformer.cli.translate import evaluate_translation
 
-    model, tokenizer = _load_checkpoint(args.checkpoint, args.device)
-    if model.config.arch != "decoder":
-        raise UserError(f"{args.checkpoint}: evaluate supports decoder (GPT) models so far, this one is {model.config.arch!r}")
-    folder = resolve_checkpoint(args.checkpoint)
-    data = read_config(folder).get("data", {})
-    block_size = int(data.get("block_size", model.config.max_positions))
-    cache_dir = Path(args.cache_dir) if args.cache_dir else folder.parent.parent / "data"
-    if args.data:
-        files = resolve_text_files(args.data)
-        tokens = open_token_cache(build_token_cache(files, tokenizer, cache_dir))
-        what = args.data
-    else:
-        source = data.get("name") or data.get("path")
-        if not source:
-            raise UserError(f"{folder}: the checkpoint does not say which data it was trained on; pass --data FILE")
-        files = resolve_text_files(data.get("files") or source)
-        stream = LMData(open_token_cache(build_token_cache(files, tokenizer, cache_dir)),
-                        val_fraction=float(data.get("val_fraction", 0.1)))
-        tokens = np.asarray(stream.splits["val"])
-        what = f"{source} (validation split)"
-    result = evaluate_stream(model, tokens, block_size, args.batch_size, args.max_tokens, progress=True)
-    print(json.dumps({"data": what, "tokens": result.tokens, "loss": round(result.loss, 4),
-                      "perplexity": round(result.perplexity, 3), "block_size": block_size}))
+        return evaluate_translation(args, model, tokenizer)
+    from nanoformer.cli.bert import evaluate_mlm
+
+    return evaluate_mlm(args, model, tokenizer)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -168,10 +105,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"Try: nanoformer generate {run_dir} --prompt 'JULIET:'   |   nanoformer evaluate {run_dir}")
 
 
+
 def cmd_import_hf(args: argparse.Namespace) -> None:
     from nanoformer.interop.folders import import_hf
 
     print(f"wrote {import_hf(args.source, args.out)}")
+
 
 
 def cmd_export_hf(args: argparse.Namespace) -> None:
@@ -180,9 +119,8 @@ def cmd_export_hf(args: argparse.Namespace) -> None:
     print(f"wrote {export_hf(args.checkpoint, args.out)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nanoformer", description="The Transformer from first principles.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+def register(commands: argparse._SubParsersAction) -> None:
 
     info = commands.add_parser("info", help="print a model's config and parameter table")
     info.add_argument("target", help="a preset name, a config .json/.toml, or a checkpoint / run folder")
@@ -198,28 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=cmd_train)
 
-    gen = commands.add_parser("generate", help="continue a prompt with a GPT-style model, streaming to stdout")
-    gen.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
-    gen.add_argument("--prompt", default="", help="text to continue (empty: start from scratch)")
-    gen.add_argument("--max-new-tokens", type=int, default=200)
-    gen.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--repetition-penalty", type=float, default=1.0)
-    gen.add_argument("--stop", action="append", help="stop when this string appears (repeatable)")
-    gen.add_argument("--num-samples", type=int, default=1)
-    gen.add_argument("--seed", type=int, default=1337)
-    gen.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
-    gen.set_defaults(handler=cmd_generate)
-
-    ev = commands.add_parser("evaluate", help="validation loss and perplexity of a language model")
+    ev = commands.add_parser("evaluate", help="evaluate a checkpoint: perplexity (GPT), BLEU/chrF (translation), MLM accuracy (BERT)")
     ev.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
     ev.add_argument("--data", help="a standard set name, file or folder (default: the run's validation split)")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--max-tokens", type=int, default=None, help="evaluate at most this many tokens")
     ev.add_argument("--cache-dir", help="where token caches go (default: the run's data folder)")
-    ev.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
+    ev.add_argument("--src", help="translation: a source file, one sentence a line")
+    ev.add_argument("--ref", help="translation: the reference translations, line-aligned with --src")
+    ev.add_argument("--beam-size", type=int, default=4, help="translation: beam size (1 = greedy)")
+    ev.add_argument("--length-penalty", type=float, default=1.0, help="translation: length penalty alpha")
+    ev.add_argument("--split", default=None, help="which split of the run's data to evaluate (default: validation)")
+    ev.add_argument("--device", default="cpu", choices=DEVICES)
     ev.set_defaults(handler=cmd_evaluate)
 
     imp = commands.add_parser("import-hf", help="convert a Hugging Face GPT-2 / BERT / Marian model folder to a checkpoint")
@@ -237,24 +165,3 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=float, default=4.0)
     demo.add_argument("--out", default="runs/demo")
     demo.set_defaults(handler=cmd_demo)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args.handler(args)
-    except (UserError, ValueError, FileNotFoundError) as error:
-        if os.environ.get("NANOFORMER_DEBUG"):
-            raise
-        print(f"nanoformer {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"nanoformer {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

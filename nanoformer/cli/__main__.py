@@ -1,0 +1,5 @@
+import sys
+
+from nanoformer.cli import main
+
+sys.exit(main())
