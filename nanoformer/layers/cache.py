@@ -17,41 +17,51 @@ from torch import Tensor
 
 
 class LayerCache:
-    """One layer's self-attention buffers (B, H, capacity, d_head) and its cross-attention K/V."""
+    """One layer's self-attention keys and values in one buffer (2, B, H, capacity, d_head),
+    and its cross-attention K/V. Keys and values share a buffer so that one copy stores both."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.k: Tensor | None = None
-        self.v: Tensor | None = None
+        self.kv: Tensor | None = None
         self.length = 0
         self.cross_k: Tensor | None = None
         self.cross_v: Tensor | None = None
 
+    @property
+    def k(self) -> Tensor | None:
+        return None if self.kv is None else self.kv[0]
+
+    @property
+    def v(self) -> Tensor | None:
+        return None if self.kv is None else self.kv[1]
+
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write new keys/values (B, H, T, d) after the cached ones; return views of all so far."""
-        new_length = self.length + k.shape[2]
-        if self.k is None:
-            shape = (k.shape[0], k.shape[1], max(self.capacity, new_length), k.shape[3])
-            self.k = k.new_empty(shape)
-            self.v = v.new_empty(shape)
-        elif new_length > self.k.shape[2]:
+        return self.append_kv(torch.stack((k, v)))
+
+    def append_kv(self, kv: Tensor) -> tuple[Tensor, Tensor]:
+        """Like `append`, for keys and values stacked as (2, B, H, T, d)."""
+        new_length = self.length + kv.shape[3]
+        if self.kv is None:
+            shape = (2, kv.shape[1], kv.shape[2], max(self.capacity, new_length), kv.shape[4])
+            self.kv = kv.new_empty(shape)
+        elif new_length > self.kv.shape[3]:
             # Rare: generation ran past the planned capacity. Grow geometrically, so appends stay
             # amortised O(1) per token.
-            grow = max(new_length, 2 * self.k.shape[2]) - self.k.shape[2]
-            pad = (0, 0, 0, grow)
-            self.k = torch.nn.functional.pad(self.k, pad)
-            self.v = torch.nn.functional.pad(self.v, pad)
-        self.k[:, :, self.length : new_length] = k
-        self.v[:, :, self.length : new_length] = v
+            grow = max(new_length, 2 * self.kv.shape[3]) - self.kv.shape[3]
+            self.kv = torch.nn.functional.pad(self.kv, (0, 0, 0, grow))
+        self.kv[:, :, :, self.length : new_length] = kv
         self.length = new_length
-        return self.k[:, :, :new_length], self.v[:, :, :new_length]
+        return self.kv[0, :, :, :new_length], self.kv[1, :, :, :new_length]
 
     def reorder(self, indices: Tensor) -> None:
         """Keep batch rows `indices`, in that order (beam search; dropping finished rows)."""
-        for name in ("k", "v", "cross_k", "cross_v"):
-            tensor = getattr(self, name)
-            if tensor is not None:
-                setattr(self, name, tensor.index_select(0, indices))
+        if self.kv is not None:
+            self.kv = self.kv.index_select(1, indices)
+        if self.cross_k is not None:
+            self.cross_k = self.cross_k.index_select(0, indices)
+        if self.cross_v is not None:
+            self.cross_v = self.cross_v.index_select(0, indices)
 
     def trim(self, length: int) -> None:
         """Forget positions from `length` on (e.g. to rewind a prompt)."""

@@ -1,0 +1,92 @@
+"""Character-level GPT on Tiny Shakespeare: nanoGPT's CPU recipe, and our config on a time budget.
+
+1. `nanogpt-cpu`: nanoGPT's CPU recipe (4 layers, 4 heads, 128 wide, context 64, batch 12,
+   2000 iterations, lr 1e-3 with warm-up 100 and cosine to 1e-4, betas (0.9, 0.99), weight decay
+   0.1, dropout 0), for which nanoGPT reports a validation loss of about 1.88.
+2. `config`: configs/shakespeare_char.toml for its wall-clock budget (10 minutes), reporting the
+   best validation loss.
+Each run's final model is also scored on the *whole* validation split (every token once), which
+is less noisy than the 20-batch estimate nanoGPT prints.
+
+    python benchmarks/shakespeare.py --out benchmarks/results.jsonl [--only nanogpt-cpu|config]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+import nanoformer  # noqa: E402
+from nanoformer.data.lm import LMData, build_token_cache, open_token_cache  # noqa: E402
+from nanoformer.data.text import resolve_text_files  # noqa: E402
+from nanoformer.evaluation.perplexity import evaluate_stream  # noqa: E402
+from nanoformer.recipes import train  # noqa: E402
+from nanoformer.run_config import build_run_config, load_run_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NANOGPT_CPU = {
+    "model": dict(arch="decoder", d_model=128, n_heads=4, n_layers=4, d_ff=512, max_positions=64, dropout=0.0,
+                  activation="gelu", norm_position="pre", positional="learned", init="gpt2"),
+    "data": dict(name="tinyshakespeare", tokenizer="char", block_size=64),
+    "train": dict(max_steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup_steps=100, schedule="cosine",
+                  weight_decay=0.1, betas=[0.9, 0.99], grad_clip=1.0, eval_interval=250, eval_batches=20,
+                  log_interval=50, device="cpu"),
+}
+
+
+def full_validation_loss(run_dir: Path) -> dict:
+    model, tokenizer = nanoformer.load(run_dir)
+    config = json.loads((run_dir / "checkpoints" / "best" / "config.json").read_text())
+    files = resolve_text_files(config["data"]["files"])
+    tokens = open_token_cache(build_token_cache(files, tokenizer, run_dir / "data"))
+    val = np.asarray(LMData(tokens, val_fraction=config["data"]["val_fraction"]).splits["val"])
+    result = evaluate_stream(model, val, config["data"]["block_size"], batch_size=32)
+    return {"full_val_loss": round(result.loss, 4), "full_val_tokens": result.tokens}
+
+
+def run(name: str, run_config, workdir: Path, out: str | None) -> None:
+    run_dir = workdir / name
+    start = time.perf_counter()
+    result = train(run_config, run_dir, progress=True)
+    wall = time.perf_counter() - start
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    speeds = [m["tokens_per_s"] for m in metrics if "tokens_per_s" in m]
+    record = {
+        "run": name,
+        "steps": result.step,
+        "stopped_by": result.stopped_by,
+        "best_val_loss_estimate": round(result.best_val_loss, 4),
+        "wall_s": round(wall, 1),
+        "median_tokens_per_s": round(float(np.median(speeds)), 1) if speeds else None,
+        "val_curve": [(m["step"], round(m["val_loss"], 4)) for m in metrics if "val_loss" in m],
+        **full_validation_loss(run_dir),
+    }
+    write_result("shakespeare", record, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["nanogpt-cpu", "config"])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "shakespeare_char.toml"))
+    parser.add_argument("--workdir", default=None, help="where runs go (default: a temporary folder)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="shakespeare-bench-"))
+    if args.only in (None, "nanogpt-cpu"):
+        run("nanogpt-cpu", build_run_config(NANOGPT_CPU), workdir, args.out)
+    if args.only in (None, "config"):
+        run("config", load_run_config(args.config), workdir, args.out)
+
+
+if __name__ == "__main__":
+    main()
