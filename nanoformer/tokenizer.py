@@ -5,9 +5,11 @@
 
 - the special tokens of every family, declared once in `SPECIAL_TOKENS`, always the first ids
   (pad = 0), so a model config can take their ids from `special_ids()`;
-- one training entry point per algorithm (`train_char`, `train_bpe`, `train_wordpiece`; a
-  translation tokenizer would add e.g. `train_unigram` beside them). Each builds the pieces that
-  algorithm needs and trains from the same files-or-texts arguments;
+- one training entry point per algorithm (`train_char`, `train_bpe`, `train_wordpiece`,
+  `train_unigram`: SentencePiece's unigram model with byte fallback, for translation), and
+  `train(kind, ...)` to pick one by name. Each builds the pieces that algorithm needs and trains
+  from the same files-or-texts arguments; a joint vocabulary is one tokenizer trained on the
+  texts of several languages;
 - encoding that never interprets user text: "<s>" typed by a user is three characters, not the
   bos token, so `decode(encode(x)) == x` can hold. Pass `parse_special=True` to opt in.
 
@@ -16,6 +18,7 @@ Which texts survive `decode(encode(x))` unchanged depends on the kind:
 - "char": strings made only of characters seen in training; an unseen character becomes <unk>
   (and `decode` drops it with the other special tokens unless `skip_special_tokens=False`);
 - "bpe" with `byte_level=False`: strings over the training alphabet not containing "▁";
+- "unigram" (with byte fallback, the default): every string not containing "▁";
 - "wordpiece": none in general, by design (BERT lower-cases and drops spacing).
 
 The saved file is a plain Hugging Face `tokenizer.json` with nothing added: the kind is read back
@@ -33,7 +36,7 @@ from typing import Iterable, Iterator, Sequence
 
 from tokenizers import Regex
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from nanoformer.data.text import read_text, resolve_text_files, write_bytes_atomic
 from nanoformer.errors import UserError
@@ -62,6 +65,9 @@ _OTHER_SPELLINGS: dict[str, tuple[str, ...]] = {
     "cls": ("[CLS]",),
     "sep": ("[SEP]",),
 }
+
+# BERT's spelling of the roles it has (train_wordpiece(bert_specials=True)).
+_BERT_SPELLINGS: dict[str, str] = {"pad": "[PAD]", "unk": "[UNK]", "mask": "[MASK]", "cls": "[CLS]", "sep": "[SEP]"}
 
 FILE_NAME = "tokenizer.json"
 
@@ -154,6 +160,8 @@ class Tokenizer:
         *,
         texts: Iterable[str] | None = None,
         lowercase: bool = True,
+        strip_accents: bool | None = None,
+        bert_specials: bool = False,
         min_frequency: int = 2,
         progress: bool = False,
     ) -> Tokenizer:
@@ -161,18 +169,105 @@ class Tokenizer:
 
         Lossy on purpose: it may lower-case, and decoding re-spaces words, which suits a model
         that reads text (masked LM, classification) rather than writes it.
+
+        `strip_accents` (default: as `lowercase`, like BERT uncased) turns "café" into "cafe".
+        Stripping decomposes text (NFD), which would leave Korean as loose jamo, so the text is
+        recomposed (NFC) afterwards and Hangul syllables stay whole.
+        `bert_specials` spells the special tokens as BERT does, [PAD] [UNK] [MASK] [CLS] [SEP]
+        (same ids: pad 0, unk 1, mask 4, cls 5, sep 6), and adds BERT's template
+        "[CLS] A [SEP] (B [SEP])" for Hugging Face tools; our `encode` never adds special tokens.
         """
         _check_vocab_size(vocab_size, len(SPECIAL_TOKENS) + 1, "train_wordpiece")
-        hf = HFTokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk"]))
-        hf.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        specials = {role: (_BERT_SPELLINGS.get(role, token) if bert_specials else token)
+                    for role, token in SPECIAL_TOKENS.items()}
+        hf = HFTokenizer(models.WordPiece(unk_token=specials["unk"]))
+        hf.normalizer = normalizers.Sequence([
+            normalizers.BertNormalizer(lowercase=lowercase, strip_accents=strip_accents),
+            normalizers.NFC(),
+        ])
         hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         hf.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, show_progress=progress,
-            special_tokens=list(SPECIAL_TOKENS.values()),
+            special_tokens=list(specials.values()),
         )
         hf.train_from_iterator(_training_lines(files, texts), trainer)
+        if bert_specials:
+            cls_token, sep_token = specials["cls"], specials["sep"]
+            ids = [(cls_token, hf.token_to_id(cls_token)), (sep_token, hf.token_to_id(sep_token))]
+            hf.post_processor = processors.TemplateProcessing(
+                single=f"{cls_token} $A {sep_token}", pair=f"{cls_token} $A {sep_token} $B:1 {sep_token}:1",
+                special_tokens=ids,
+            )
         return cls(hf)
+
+    @classmethod
+    def train_unigram(
+        cls,
+        files: PathLike | Sequence[PathLike] | None = None,
+        vocab_size: int = 8000,
+        *,
+        texts: Iterable[str] | None = None,
+        byte_fallback: bool = True,
+        progress: bool = False,
+    ) -> Tokenizer:
+        """SentencePiece's unigram language model, spaces shown as "▁", `vocab_size` ids in all.
+
+        The trainer starts from many candidate pieces and prunes the ones whose loss hurts the
+        corpus likelihood least. With `byte_fallback` (the default) 256 byte pieces `<0x00>` ...
+        `<0xFF>` are kept at the end of the vocabulary: a character never seen in training is
+        spelled in UTF-8 bytes instead of becoming <unk>, so every text round-trips except one
+        that contains "▁" (decoded as a space). "<" and ">" are always pieces of their own, so
+        typed text such as "<0x41>" is never read as a byte piece.
+        """
+        reserved = 256 if byte_fallback else 0
+        _check_vocab_size(vocab_size, len(SPECIAL_TOKENS) + reserved + 2, "train_unigram")
+        hf = HFTokenizer(models.Unigram())
+        hf.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"\n|<|>"), behavior="isolated"),
+            pre_tokenizers.Metaspace(prepend_scheme="never"),
+        ])
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size - reserved, show_progress=progress,
+            special_tokens=list(SPECIAL_TOKENS.values()), unk_token=SPECIAL_TOKENS["unk"],
+        )
+        hf.train_from_iterator(_training_lines(files, texts), trainer)
+        if byte_fallback:
+            spec = json.loads(hf.to_str())["model"]
+            pieces = [(piece, score) for piece, score in spec["vocab"]]
+            floor = min(score for _, score in pieces) - 1.0
+            known = {piece for piece, _ in pieces}
+            pieces += [(f"<0x{b:02X}>", floor) for b in range(256) if f"<0x{b:02X}>" not in known]
+            pre_tokenizer = hf.pre_tokenizer
+            hf = HFTokenizer(models.Unigram(pieces, unk_id=spec["unk_id"], byte_fallback=True))
+            hf.pre_tokenizer = pre_tokenizer
+            hf.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(prepend_scheme="never")])
+        else:
+            hf.decoder = decoders.Metaspace(prepend_scheme="never")
+        hf.add_special_tokens(list(SPECIAL_TOKENS.values()))
+        return cls(hf)
+
+    @classmethod
+    def train(
+        cls,
+        kind: str,
+        files: PathLike | Sequence[PathLike] | None = None,
+        vocab_size: int = 8000,
+        *,
+        texts: Iterable[str] | None = None,
+        progress: bool = False,
+    ) -> Tokenizer:
+        """Train a tokenizer of `kind` ("char", "bpe", "unigram" or "wordpiece") with its defaults.
+
+        A joint vocabulary for translation is one tokenizer trained on the texts of both
+        languages: `Tokenizer.train("bpe", ["train.de", "train.en"], 8000)`.
+        """
+        if kind == "char":
+            return cls.train_char(files, texts=texts)
+        trainers_by_kind = {"bpe": cls.train_bpe, "unigram": cls.train_unigram, "wordpiece": cls.train_wordpiece}
+        if kind not in trainers_by_kind:
+            raise UserError(f"unknown tokenizer kind {kind!r}; choose one of char, {', '.join(trainers_by_kind)}")
+        return trainers_by_kind[kind](files, vocab_size, texts=texts, progress=progress)
 
     # ----------------------------------------------------------------------- encode / decode
     def encode(self, text: str, *, parse_special: bool = False) -> list[int]:

@@ -1,0 +1,129 @@
+"""Sentences in, translations out: tokenize, batch by length, decode, restore the input order.
+
+`translate_texts` is what `nanoformer translate`, `nanoformer evaluate` and the benchmarks call.
+Sentences are sorted by length so a batch holds sentences of similar length (little padding, and
+the decoder stops when the batch's longest translation ends), then put back in the input order.
+An empty (or all-space) sentence translates to an empty string without running the model.
+A source longer than the model's positions is cut to fit, with a warning, unless
+`truncate=False`, which refuses it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from nanoformer.errors import UserError
+
+
+def encode_sources(
+    texts: Sequence[str], tokenizer, max_positions: int, truncate: bool = True, where: Callable[[int], str] | None = None
+) -> list[list[int]]:
+    """Source ids (each ending with eos) that fit in `max_positions`; [] for an empty sentence."""
+    room = max_positions
+    stripped = [t.strip() for t in texts]
+    encoded = tokenizer.encode_batch([t for t in stripped if t]) if any(stripped) else []
+    out, it = [], iter(encoded)
+    long_ones = []
+    for i, text in enumerate(stripped):
+        if not text:
+            out.append([])
+            continue
+        ids = list(next(it))
+        if len(ids) + 1 > room:
+            name = where(i) if where else f"sentence {i + 1}"
+            if not truncate:
+                raise UserError(f"{name}: the source has {len(ids)} tokens, more than the {room - 1} this model reads; "
+                                "shorten it, or allow truncation (drop --no-truncate)")
+            long_ones.append(f"{name} ({len(ids)} tokens)")
+            ids = ids[: room - 1]
+        out.append(ids + [tokenizer.eos_id])
+    if long_ones:
+        shown = ", ".join(long_ones[:3]) + (f" and {len(long_ones) - 3} more" if len(long_ones) > 3 else "")
+        warnings.warn(f"{len(long_ones)} source(s) longer than the model's {room - 1} tokens were truncated: {shown}",
+                      stacklevel=2)
+    return out
+
+
+@torch.no_grad()
+def translate_ids(
+    model: nn.Module,
+    sources: Sequence[Sequence[int]],
+    pad_id: int,
+    eos_id: int,
+    beam_size: int = 1,
+    length_penalty: float = 1.0,
+    batch_size: int = 32,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[int]]:
+    """Target ids (no start token, cut at eos) for each non-empty source; [] for empty ones.
+
+    A sentence of n source tokens gets at most floor(max_len_a * n + max_len_b) new tokens (the
+    fairseq rule), within the model's positions. `on_batch(n)` is told after each n sentences.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    max_positions = model.config.max_positions
+    todo = sorted((i for i, s in enumerate(sources) if s), key=lambda i: len(sources[i]), reverse=True)
+    results: list[list[int]] = [[] for _ in sources]
+    options = {"beam_size": beam_size, "length_penalty": length_penalty, "max_len_a": max_len_a, "max_len_b": max_len_b}
+    for start in range(0, len(todo), batch_size):
+        rows = todo[start : start + batch_size]
+        longest = max(len(sources[i]) for i in rows)
+        ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.bool)
+        for r, i in enumerate(rows):
+            ids[r, : len(sources[i])] = torch.as_tensor(sources[i])
+            mask[r, : len(sources[i])] = True
+        max_new = max(1, min(max_positions - 1, math.ceil(max_len_a * longest + max_len_b)))
+        out = model.generate(ids.to(device), max_new_tokens=max_new,
+                             src_padding_mask=None if bool(mask.all()) else mask.to(device), **options)
+        for r, i in enumerate(rows):
+            tokens = out[r, 1:].tolist()
+            results[i] = tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
+        if on_batch is not None:
+            on_batch(len(rows))
+    return results
+
+
+def translate_texts(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    source_tokenizer=None,
+    beam_size: int = 1,
+    length_penalty: float = 1.0,
+    batch_size: int = 32,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    truncate: bool = True,
+    progress: bool = False,
+    where: Callable[[int], str] | None = None,
+) -> list[str]:
+    """Translate each text; one output string per input, in the input order, never with newlines.
+
+    `tokenizer` decodes the target; `source_tokenizer` encodes the source when the model has
+    separate vocabularies (default: `tokenizer`). `where(i)` names sentence i in messages.
+    """
+    from tqdm.auto import tqdm
+
+    if beam_size < 1:
+        raise UserError(f"beam size {beam_size}: use 1 (greedy) or more")
+    if batch_size < 1:
+        raise UserError(f"batch size {batch_size}: use 1 or more")
+    src_tok = source_tokenizer or tokenizer
+    sources = encode_sources(texts, src_tok, model.config.max_positions, truncate, where)
+    bar = tqdm(total=sum(1 for s in sources if s), unit="sent", desc="translating", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        outputs = translate_ids(model, sources, tokenizer.pad_id, tokenizer.eos_id, beam_size, length_penalty,
+                                batch_size, max_len_a, max_len_b, on_batch=bar.update)
+    finally:
+        bar.close()
+    return [" ".join(tokenizer.decode(ids).split()) if ids else "" for ids in outputs]

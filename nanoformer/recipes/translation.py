@@ -1,0 +1,158 @@
+"""Translation: the encoder-decoder Transformer trained on sentence pairs, the paper's recipe.
+
+sentence pairs (checked, see `data.parallel`) → a joint BPE/unigram tokenizer over both
+languages (trained on the training pairs, saved with the run) → length filters → batches of
+`max_tokens` tokens (`data.batching`) → Seq2SeqTransformer → label-smoothed cross-entropy on the
+teacher-forced targets.
+
+The paper's recipe is what the shipped configs set (configs/multi30k_*.toml): Adam with
+β = (0.9, 0.98), ε = 1e-9 and no weight decay, the Noam schedule (linear warm-up, then 1/√step),
+label smoothing 0.1, dropout 0.1. With a joint vocabulary (the default) the source and target
+embeddings and the output projection are one matrix (the paper's three-way tying); with
+separate vocabularies the source tokenizer is saved as `source_tokenizer.json` beside
+`tokenizer.json` (the target's).
+
+Validation loss is plain cross-entropy (no smoothing), so it reads as log-perplexity.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from nanoformer.data.batching import TranslationBatches
+from nanoformer.data.parallel import (
+    ParallelText,
+    default_test_splits,
+    filter_pairs,
+    get_split,
+    read_split,
+    resolve_splits,
+)
+from nanoformer.errors import UserError
+from nanoformer.models import Seq2SeqTransformer
+from nanoformer.run_config import RunConfig
+from nanoformer.tokenizer import Tokenizer
+from nanoformer.training.losses import token_cross_entropy
+from nanoformer.training.trainer import FitResult, Trainer
+
+SOURCE_TOKENIZER_FILE = "source_tokenizer.json"
+
+
+class TokenizerPair:
+    """Source and target tokenizers of a model with separate vocabularies, saved as two files."""
+
+    def __init__(self, source: Tokenizer, target: Tokenizer) -> None:
+        self.source, self.target = source, target
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        self.source.save(Path(folder) / SOURCE_TOKENIZER_FILE)
+        return self.target.save(folder)
+
+
+def load_source_tokenizer(folder: str | os.PathLike, target: Tokenizer) -> Tokenizer:
+    """The tokenizer that encodes sources for the checkpoint in `folder` (the target's if joint)."""
+    path = Path(folder) / SOURCE_TOKENIZER_FILE
+    return Tokenizer.load(path) if path.is_file() else target
+
+
+def translation_loss(label_smoothing: float):
+    """loss_fn(model, batch): smoothed cross-entropy in training, plain cross-entropy in eval mode."""
+
+    def loss_fn(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        # No target padding mask: the causal mask already keeps real tokens from seeing the
+        # right-padding, whose own outputs are ignored by the loss (labels -100).
+        logits = model(batch["src_ids"], batch["tgt_in"], src_padding_mask=batch.get("src_mask"))
+        return token_cross_entropy(logits, batch["labels"], label_smoothing if model.training else 0.0)
+
+    return loss_fn
+
+
+def train_tokenizers(data, train: ParallelText) -> tuple[Tokenizer, Tokenizer]:
+    """(source, target) tokenizers; one shared object when the vocabulary is joint."""
+    if data.joint_vocab:
+        joint = Tokenizer.train(data.tokenizer, texts=train.src + train.tgt, vocab_size=data.vocab_size, progress=True)
+        return joint, joint
+    source = Tokenizer.train(data.tokenizer, texts=train.src, vocab_size=data.vocab_size, progress=True)
+    target = Tokenizer.train(data.tokenizer, texts=train.tgt, vocab_size=data.vocab_size, progress=True)
+    return source, target
+
+
+def encode(text: ParallelText, source: Tokenizer, target: Tokenizer) -> tuple[list[list[int]], list[list[int]]]:
+    return source.encode_batch(text.src), target.encode_batch(text.tgt)
+
+
+def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
+    import torch
+
+    data = run.data
+    run_dir = Path(run_dir)
+    base_dir = run.source.parent if run.source else None
+    splits = resolve_splits(data, base_dir)
+    valid = get_split(splits, data.valid_split, "[data] valid_split")
+    tests = default_test_splits(data, splits)
+    for name in tests:
+        get_split(splits, name, "[data] test_splits")
+    train_text = read_split(splits["train"], data.skip_empty)
+    val_text = read_split(valid, data.skip_empty)
+
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    target_path = run_dir / "tokenizer.json"
+    if resume and target_path.is_file():
+        target = Tokenizer.load(target_path)
+        source = load_source_tokenizer(run_dir, target)
+    else:
+        source, target = train_tokenizers(data, train_text)
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (TokenizerPair(source, target) if source is not target else target).save(run_dir)
+
+    if run.model.max_positions < data.max_length + 1:
+        raise UserError(f"[data] max_length = {data.max_length} needs [model] max_positions >= {data.max_length + 1} "
+                        f"(a sentence plus its bos/eos token), but it is {run.model.max_positions}; raise "
+                        "max_positions or lower max_length")
+    train_ids = encode(train_text, source, target)
+    keep = filter_pairs(train_text, *train_ids, data.max_length, data.max_length_ratio, "train")
+    train_ids = ([train_ids[0][i] for i in keep], [train_ids[1][i] for i in keep])
+    val_ids = encode(val_text, source, target)
+    val_keep = filter_pairs(val_text, *val_ids, run.model.max_positions - 1, None, data.valid_split)
+    val_ids = ([val_ids[0][i] for i in val_keep], [val_ids[1][i] for i in val_keep])
+
+    specials = target.special_ids()
+    joint = source is target
+    model_config = run.model.replace(
+        vocab_size=source.vocab_size,
+        target_vocab_size=None if joint else target.vocab_size,
+        share_embeddings=joint,  # one vocabulary, one embedding matrix for both sides
+        pad_id=specials["pad"], unk_id=specials["unk"], bos_id=specials["bos"], eos_id=specials["eos"],
+        decoder_start_id=None,
+    )
+    if source.special_ids() != specials:
+        raise UserError("the source and target tokenizers disagree on special-token ids; retrain them with nanoformer")
+    batches = TranslationBatches(train_ids, val_ids, data.max_tokens, specials["pad"], specials["bos"], specials["eos"],
+                                 seed=run.train.seed, rank=rank, world_size=world_size)
+    torch.manual_seed(run.train.seed)  # the same config gives the same initial weights
+    model = Seq2SeqTransformer(model_config)
+    data_record = {
+        **run.to_dict()["data"],
+        "files": {name: split.to_json() for name, split in splits.items()},
+        "test_splits_resolved": tests,
+        "train_pairs": len(train_ids[0]),
+        "val_pairs": len(val_ids[0]),
+    }
+    trainer = Trainer(
+        model,
+        translation_loss(run.train.label_smoothing),
+        batches,
+        run.train,
+        model_config,
+        run_dir,
+        tokenizer=target if joint else TokenizerPair(source, target),
+        extra_config={"data": data_record},
+        resume=resume,
+        progress=progress,
+    )
+    return trainer.fit()
