@@ -37,7 +37,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
 
 
 def from_hf(hf_model: nn.Module, **overrides) -> nn.Module:
-    """Our model with the weights of a Hugging Face GPT-2, BERT or Marian model.
+    """Our model with the weights of a Hugging Face GPT-2, BERT (incl. sequence classification) or Marian model.
 
     overrides: config fields that do not change the weights, e.g. attention_impl="math".
     """
@@ -47,7 +47,8 @@ def from_hf(hf_model: nn.Module, **overrides) -> nn.Module:
 
 
 def to_hf(model: nn.Module) -> nn.Module:
-    """A Hugging Face model (GPT2LMHeadModel, BertForMaskedLM, MarianMTModel) with our weights."""
+    """A Hugging Face model (GPT2LMHeadModel, BertForMaskedLM or BertForSequenceClassification,
+    MarianMTModel) with our weights."""
     from nanoformer.interop import to_hf as convert
 
     return convert(model)

@@ -25,6 +25,7 @@ ATTENTION_IMPLS = ("sdpa", "math")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
 POSITIONAL_TYPES = ("sinusoidal", "learned", "rope", "alibi", "none")
+POOLINGS = ("cls", "mean")
 SINUSOIDAL_LAYOUTS = ("interleaved", "half")
 
 
@@ -79,6 +80,12 @@ class ModelConfig:
     sep_id: int | None = None
     # First token fed to the decoder of an encoder-decoder model (None: bos_id; Marian uses pad).
     decoder_start_id: int | None = None
+    # Encoder classifiers (BERT fine-tuning): num_labels > 0 replaces the masked-LM head by a
+    # classification head over `classifier_pooling` ("cls": BERT's pooler, dense + tanh on the
+    # [CLS] state; "mean": the mean of the real tokens' states). `labels` names the classes.
+    num_labels: int = 0
+    labels: list[str] | None = None
+    classifier_pooling: str = "cls"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -120,6 +127,7 @@ class ModelConfig:
             "sinusoidal_layout": SINUSOIDAL_LAYOUTS,
             "init": INITS,
             "attention_impl": ATTENTION_IMPLS,
+            "classifier_pooling": POOLINGS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -154,6 +162,20 @@ class ModelConfig:
             )
         if self.type_vocab_size and self.arch == "decoder":
             raise ValueError("ModelConfig.type_vocab_size (segment embeddings) is for encoders; set it to 0")
+        if not isinstance(self.num_labels, int) or isinstance(self.num_labels, bool) or self.num_labels < 0:
+            raise ValueError(f"ModelConfig.num_labels = {self.num_labels!r}; expected 0 (no classifier) or at least 2")
+        if self.num_labels and (self.arch != "encoder" or self.num_labels < 2):
+            raise ValueError(f"ModelConfig.num_labels = {self.num_labels} needs arch = 'encoder' and at least 2 classes")
+        if self.labels is not None:
+            if isinstance(self.labels, tuple):
+                self.labels = list(self.labels)
+            if not isinstance(self.labels, list) or not all(isinstance(x, str) for x in self.labels):
+                raise ValueError(f"ModelConfig.labels = {self.labels!r}; expected a list of label names")
+            if len(self.labels) != self.num_labels or len(set(self.labels)) != len(self.labels):
+                raise ValueError(
+                    f"ModelConfig.labels has {len(self.labels)} names ({len(set(self.labels))} distinct) but "
+                    f"num_labels = {self.num_labels}; give one distinct name per class"
+                )
         for name in ("pad_id", "unk_id", "bos_id", "eos_id", "mask_id", "cls_id", "sep_id", "decoder_start_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < max(self.vocab_size, self.tgt_vocab_size):
@@ -271,8 +293,12 @@ def closed_form_parameter_count(config: ModelConfig) -> int:
     if config.arch == "decoder":
         return embeddings(config.vocab_size) + config.n_layers * decoder_layer + final + head(config.vocab_size)
     if config.arch == "encoder":
+        body = embeddings(config.vocab_size) + config.n_layers * encoder_layer + final
+        if config.num_labels:  # classification head instead of the masked-LM head
+            pooler = d * d + d if config.classifier_pooling == "cls" else 0
+            return body + pooler + d * config.num_labels + config.num_labels
         mlm_transform = d * d + d + norm
-        return embeddings(config.vocab_size) + config.n_layers * encoder_layer + final + mlm_transform + head(config.vocab_size)
+        return body + mlm_transform + head(config.vocab_size)
     source = embeddings(config.vocab_size)
     target = embeddings(0 if config.share_embeddings else config.tgt_vocab_size, types=0)
     stacks = config.encoder_layers * encoder_layer + config.decoder_layers * cross_layer + 2 * final

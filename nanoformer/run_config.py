@@ -29,6 +29,7 @@ else:  # pragma: no cover
 
 from nanoformer.config import PRESETS, ModelConfig
 from nanoformer.errors import UserError
+from nanoformer.training.checkpoint import read_config, resolve_checkpoint
 from nanoformer.training.config import TrainConfig
 
 TOKENIZER_KINDS = ("char", "bpe", "wordpiece", "unigram")
@@ -43,7 +44,7 @@ class DataConfig:
     """Language-model text (kind "lm"): where it comes from and how it becomes tokens."""
 
     name: str | None = None  # a standard set, e.g. "tinyshakespeare"
-    path: str | None = None  # a file or a folder of text files
+    path: str | list[str] | None = None  # a file, a folder of text files, or a list of them
     tokenizer: str = "char"
     vocab_size: int = 8000  # for trained subword tokenizers (bpe, wordpiece, unigram)
     block_size: int = 256  # context length of a training window
@@ -92,6 +93,48 @@ class RunConfig:
         return {"model": self.model.to_dict(), "data": data, "train": self.train.to_dict()}
 
 
+# [model] keys that may accompany init_from: they do not change the shapes of the weights.
+INIT_FROM_OVERRIDES = ("dropout", "attention_dropout", "activation_dropout", "classifier_pooling", "attention_impl")
+
+
+def resolve_init_from(value: Any, source: Path | None = None) -> Path:
+    """The checkpoint folder `value` names: relative to the working directory, else to the config's folder.
+
+    ("none" or "" means no checkpoint: `--init-from none` trains from scratch.)"""
+    if not isinstance(value, str) or not value:
+        raise UserError(f"[model] init_from = {value!r}; expected the path of a run or checkpoint folder")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and not path.exists() and source is not None and (source.parent / path).exists():
+        path = source.parent / path
+    if not path.exists():
+        raise UserError(f"[model] init_from = {value!r}: no such folder; pre-train first (e.g. nanoformer train "
+                        "configs/bert_mlm_en.toml) or give the path of a run or checkpoint folder")
+    return resolve_checkpoint(path).resolve()
+
+
+def apply_init_from(model_values: dict[str, Any], source: Path | None = None) -> tuple[dict[str, Any], Path | None]:
+    """[model] values with `init_from` replaced by the checkpoint's architecture.
+
+    Returns (the values to build the ModelConfig from, the checkpoint folder or None). This is
+    the hook a run config calls when [model] has `init_from`.
+    """
+    values = dict(model_values)
+    if "init_from" not in values:
+        return values, None
+    if values["init_from"] in ("", "none"):  # explicitly from scratch
+        del values["init_from"]
+        return values, None
+    folder = resolve_init_from(values.pop("init_from"), source)
+    where = str(source) if source else "config"
+    unsupported = sorted(set(values) - set(INIT_FROM_OVERRIDES))
+    if unsupported:
+        raise UserError(f"{where}: [model] {', '.join(unsupported)} cannot change with init_from (the architecture "
+                        f"is the checkpoint's); remove them, or keep only {', '.join(INIT_FROM_OVERRIDES)}")
+    saved = read_config(folder)
+    base = dict(saved.get("model", saved))
+    return {**base, **values}, folder
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
     """'train.lr=3e-4' -> ('train', 'lr', 3e-4). Values are read as TOML, falling back to a string."""
     key, sep, raw = text.partition("=")
@@ -128,7 +171,9 @@ def _check_types(section: str, values: dict[str, Any], cls: type, where: str) ->
             )
 
 
-def build_run_config(sections: dict[str, Any], source: Path | None = None, overrides: list[str] = ()) -> RunConfig:
+def build_run_config(
+    sections: dict[str, Any], source: Path | None = None, overrides: list[str] = (), default_data_kind: str | None = None
+) -> RunConfig:
     where = str(source) if source else "config"
     sections = {name: dict(values) for name, values in sections.items()}
     for text in overrides:
@@ -136,7 +181,7 @@ def build_run_config(sections: dict[str, Any], source: Path | None = None, overr
         sections.setdefault(section, {})[key] = value
     _known_keys("(top level)", sections, {"model", "data", "train"}, where)
 
-    model_values = dict(sections.get("model", {}))
+    model_values, init_from = apply_init_from(dict(sections.get("model", {})), source)
     preset = model_values.pop("preset", None)
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     _known_keys("model", model_values, model_fields | {"preset"}, where)
@@ -150,7 +195,7 @@ def build_run_config(sections: dict[str, Any], source: Path | None = None, overr
         raise UserError(f"{where}: [model] {error}") from None
 
     data_values = dict(sections.get("data", {}))
-    kind = data_values.pop("kind", DEFAULT_DATA_KIND[model.arch])
+    kind = data_values.pop("kind", default_data_kind or DEFAULT_DATA_KIND[model.arch])
     data_class = data_config_class(kind)
     _known_keys("data", data_values, {f.name for f in dataclasses.fields(data_class)} | {"kind"}, where)
     _check_types("data", data_values, data_class, where)
@@ -164,10 +209,11 @@ def build_run_config(sections: dict[str, Any], source: Path | None = None, overr
         train = TrainConfig.from_dict(train_values)
     except UserError as error:
         raise UserError(f"{where}: {error}") from None
-    return RunConfig(model=model, data=data, train=train, source=source, data_kind=kind)
+    extra = {"init_from": str(init_from)} if init_from is not None else {}
+    return RunConfig(model=model, data=data, train=train, source=source, data_kind=kind, extra=extra)
 
 
-def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+def load_run_config(path: str | Path, overrides: list[str] = (), default_data_kind: str | None = None) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found; pass a TOML file such as configs/shakespeare_char.toml")
@@ -177,4 +223,4 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         raise UserError(f"{path}: invalid TOML: {error}") from None
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text (byte {error.start}); save the file as UTF-8") from None
-    return build_run_config(sections, source=path, overrides=list(overrides))
+    return build_run_config(sections, source=path, overrides=list(overrides), default_data_kind=default_data_kind)

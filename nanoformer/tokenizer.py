@@ -192,6 +192,7 @@ class Tokenizer:
             special_tokens=list(specials.values()),
         )
         hf.train_from_iterator(_training_lines(files, texts), trainer)
+        hf = _renumber_wordpiece(hf, len(specials))
         if bert_specials:
             cls_token, sep_token = specials["cls"], specials["sep"]
             ids = [(cls_token, hf.token_to_id(cls_token)), (sep_token, hf.token_to_id(sep_token))]
@@ -429,6 +430,28 @@ def _check_vocab_size(vocab_size: int, floor: int, where: str) -> None:
         raise UserError(f"{where}: vocab_size={vocab_size!r} is too small; it counts the "
                         f"{len(SPECIAL_TOKENS)} special tokens and the base symbols, so use at "
                         f"least {floor} (a few thousand suits a few MB of text)")
+
+
+def _renumber_wordpiece(hf: HFTokenizer, n_specials: int) -> HFTokenizer:
+    """Give a trained WordPiece vocabulary the same ids on every run.
+
+    The trainer numbers pieces in hash-map order, which changes from run to run, so the same
+    text gave differently numbered (and differently initialised) models. WordPiece encodes by
+    longest match, whatever the numbering: specials keep their ids, then come the letters, the
+    "##" letters and the longer pieces, each group sorted.
+    """
+    spec = json.loads(hf.to_str())
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    by_id = sorted(vocab, key=vocab.__getitem__)
+    specials, rest = by_id[:n_specials], by_id[n_specials:]
+
+    def order(token: str) -> tuple:
+        base = token[2:] if token.startswith("##") else token
+        return (len(base) > 1, token.startswith("##"), token)
+
+    ordered = sorted(rest, key=order)
+    spec["model"]["vocab"] = {token: i for i, token in enumerate(specials + ordered)}
+    return HFTokenizer.from_str(json.dumps(spec))
 
 
 def _infer_kind(spec: dict) -> str:

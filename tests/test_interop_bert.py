@@ -136,5 +136,55 @@ def test_unsupported_shapes_are_refused():
         to_hf(pre_ln)
     with pytest.raises(UserError, match="position_embedding_type"):
         config_from_hf(hf_config(position_embedding_type="relative_key"))
-    with pytest.raises(ValueError, match="BertForSequenceClassification"):
-        from_hf(transformers.BertForSequenceClassification(hf_config()))
+    with pytest.raises(UserError, match="regression"):
+        from_hf(transformers.BertForSequenceClassification(hf_config(num_labels=1)))
+    mean_pooled = EncoderModel(ModelConfig.from_preset("tiny-encoder", num_labels=2, classifier_pooling="mean"))
+    with pytest.raises(UserError, match="classifier_pooling = 'mean'"):
+        to_hf(mean_pooled)
+
+
+# -- BertForSequenceClassification <-> EncoderModel with a classification head ---------------------
+
+
+def test_sequence_classification_logits_match_both_ways():
+    torch.manual_seed(2)
+    labels = {0: "negative", 1: "neutral", 2: "positive"}
+    hf_model = transformers.BertForSequenceClassification(
+        hf_config(num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()})).eval()
+    jitter(hf_model, seed=5)
+    model = from_hf(hf_model)
+    assert model.is_classifier and model.mlm_head is None
+    assert (model.config.num_labels, model.config.labels) == (3, ["negative", "neutral", "positive"])
+    ids, mask, types = batch(seed=6)
+    with torch.no_grad():
+        theirs = hf_model(ids, attention_mask=mask, token_type_ids=types).logits
+        mine = model(ids, attention_mask=mask, token_type_ids=types)
+    assert mine.shape == (3, 3)
+    assert (mine - theirs).abs().max().item() <= TOL
+
+    # Back to Hugging Face: the same logits, the class names as id2label, every tensor equal.
+    back = to_hf(model)
+    assert isinstance(back, transformers.BertForSequenceClassification) and not back.training
+    assert back.config.id2label == labels
+    with torch.no_grad():
+        assert (back(ids, attention_mask=mask, token_type_ids=types).logits - mine).abs().max().item() <= TOL
+    for key, tensor in hf_model.state_dict().items():
+        assert torch.equal(back.state_dict()[key], tensor), key
+
+
+def test_our_classifier_exports_and_default_label_names_stay_unnamed():
+    config = ModelConfig.from_preset("tiny-encoder", vocab_size=VOCAB, d_model=64, n_layers=2, d_ff=128,
+                                     max_positions=32, num_labels=2)
+    torch.manual_seed(0)
+    model = EncoderModel(config).eval()
+    jitter(model, seed=7)
+    hf_model = to_hf(model)
+    assert hf_model.config.id2label == {0: "LABEL_0", 1: "LABEL_1"}
+    ids, mask, types = batch(seed=8)
+    with torch.no_grad():
+        theirs = hf_model(ids, attention_mask=mask, token_type_ids=types).logits
+        assert (theirs - model(ids, attention_mask=mask, token_type_ids=types)).abs().max().item() <= TOL
+    again = from_hf(hf_model)
+    assert again.config.labels is None and again.config == config.replace(dropout=0.1, attention_dropout=0.0)
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], tensor), key

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"nanoformer {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `nanoformer translate ... | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error when Python flushes at exit
+        return 0
     except KeyboardInterrupt:
         print(f"nanoformer {args.command}: interrupted", file=sys.stderr)
         return 130

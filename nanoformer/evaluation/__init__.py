@@ -1,1 +1,1 @@
-"""Evaluation: perplexity for language models (BLEU/chrF and masked-token accuracy join later)."""
+"""Evaluation: perplexity (GPT), BLEU and chrF (translation), masked-token accuracy and classification metrics (BERT)."""

@@ -33,8 +33,7 @@ def from_hf(hf_model: nn.Module, **overrides: Any) -> nn.Module:
         if cls.__name__ in _FROM_HF:
             return _FROM_HF[cls.__name__].from_hf(hf_model, **overrides)
     raise UserError(
-        f"from_hf does not convert {type(hf_model).__name__}; supported: {', '.join(_FROM_HF)} "
-        f"(BertForSequenceClassification waits for an encoder classification head)"
+        f"from_hf does not convert {type(hf_model).__name__}; supported: {', '.join(_FROM_HF)}"
     )
 
 

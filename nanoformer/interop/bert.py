@@ -10,7 +10,10 @@ plus a vocabulary bias (`cls.predictions.bias`, our `mlm_head.decoder.bias`).
   freshly initialised; its decoder matrix is tied to the imported word embeddings as usual.
   BertModel's pooler (dense + tanh over [CLS]) has no counterpart here and is dropped.
 - `to_hf(EncoderModel)` gives a `BertForMaskedLM`; its `.bert` is the plain `BertModel`.
-- `BertForSequenceClassification` is not supported: our EncoderModel has no classification head yet.
+- `BertForSequenceClassification` <-> an EncoderModel with a classification head
+  (`num_labels > 0`, `classifier_pooling = "cls"`): BERT's pooler is our `classifier.dense`, its
+  `classifier` our `classifier.out`; class names travel as `id2label` <-> `labels`. A classifier
+  has no masked-LM head on either side. Mean pooling has no BERT equivalent and does not export.
 - Special ids other than pad (cls, sep, mask, unk) live in BERT's tokenizer, not its config, so
   they are not set by import.
 """
@@ -44,7 +47,7 @@ from nanoformer.interop._common import (
 )
 from nanoformer.models.encoder import EncoderModel
 
-HF_CLASSES = ("BertForMaskedLM", "BertModel")
+HF_CLASSES = ("BertForMaskedLM", "BertModel", "BertForSequenceClassification")
 _WORDS = "embeddings.word_embeddings.weight"
 
 
@@ -84,6 +87,19 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
     )
 
 
+def labels_from_hf(hf_config: Any) -> tuple[int, list[str] | None]:
+    """(num_labels, class names or None) of a BertForSequenceClassification's config."""
+    problem = getattr(hf_config, "problem_type", None)
+    if problem not in (None, "single_label_classification"):
+        raise UserError(f"BertConfig.problem_type = {problem!r}: only single-label classification converts")
+    n = int(hf_config.num_labels)
+    if n < 2:
+        raise UserError(f"BertConfig.num_labels = {n} is regression in Hugging Face; only classifiers (>= 2 classes) convert")
+    names = [str((hf_config.id2label or {}).get(i, f"LABEL_{i}")) for i in range(n)]
+    default = names == [f"LABEL_{i}" for i in range(n)]
+    return n, (None if default or len(set(names)) != n else names)
+
+
 def config_to_hf(config: ModelConfig) -> Any:
     """A Hugging Face BertConfig for our config (UserError if BERT cannot express it)."""
     transformers = need_transformers()
@@ -93,7 +109,15 @@ def config_to_hf(config: ModelConfig) -> Any:
         dict(arch="encoder", norm="layernorm", bias=True, norm_position="post", use_final_norm=False,
              embedding_norm=True, positional="learned", scale_embeddings=False),
     )
+    if config.num_labels:
+        require(config, "BertForSequenceClassification", dict(classifier_pooling="cls"))
+    classes = {}
+    if config.num_labels:
+        names = config.labels or [f"LABEL_{i}" for i in range(config.num_labels)]
+        classes = dict(num_labels=config.num_labels, id2label=dict(enumerate(names)),
+                       label2id={name: i for i, name in enumerate(names)})
     return transformers.BertConfig(
+        **classes,
         vocab_size=config.vocab_size,
         hidden_size=config.d_model,
         num_hidden_layers=config.n_layers,
@@ -113,7 +137,8 @@ def config_to_hf(config: ModelConfig) -> Any:
 
 
 def rules(config: ModelConfig, prefix: str = "bert.", head: bool = True) -> list[Rule]:
-    """Our state-dict keys <- BERT's. prefix: "bert." in BertForMaskedLM, "" in BertModel; head: MLM head present."""
+    """Our state-dict keys <- BERT's. prefix: "bert." in BertForMaskedLM / BertForSequenceClassification,
+    "" in BertModel; head: the Hugging Face model has our head (MLM head, or pooler + classifier)."""
     out = [
         rule("embeddings.tokens.weight", prefix + _WORDS),
         rule("embeddings.positions.weight", prefix + "embeddings.position_embeddings.weight"),
@@ -129,6 +154,11 @@ def rules(config: ModelConfig, prefix: str = "bert.", head: bool = True) -> list
         out += linear(f"{ours}.ffn.up", f"{theirs}.intermediate.dense")
         out += linear(f"{ours}.ffn.down", f"{theirs}.output.dense")
         out += layer_norm(f"{ours}.ffn_norm", f"{theirs}.output.LayerNorm")
+    if config.num_labels:
+        if head:
+            out += linear("classifier.dense", prefix + "pooler.dense")
+            out += linear("classifier.out", "classifier")
+        return out
     if config.tie_embeddings:
         out.append(rule("mlm_head.decoder.weight", prefix + _WORDS))
     if head:
@@ -149,22 +179,29 @@ def _aliases(config: ModelConfig) -> dict[str, str]:
 
 
 def from_hf(hf_model: nn.Module, **overrides: Any) -> EncoderModel:
-    """Our EncoderModel with the weights of a BertForMaskedLM or BertModel (same dtype, device, mode).
+    """Our EncoderModel with the weights of a BertForMaskedLM, BertModel or BertForSequenceClassification
+    (same dtype, device, mode).
 
     From a BertModel the masked-LM head (dense, LayerNorm, vocabulary bias) stays freshly
-    initialised and the pooler is dropped. overrides: ModelConfig fields that do not alter the
-    weights (e.g. attention_impl="math").
+    initialised and the pooler is dropped. A BertForSequenceClassification becomes a classifier
+    (`num_labels`, `labels` from id2label unless they are the default LABEL_i). overrides:
+    ModelConfig fields that do not alter the weights (e.g. attention_impl="math").
     """
-    with_head = hasattr(hf_model, "cls")  # BertForMaskedLM; BertModel has no head
+    classifier = type(hf_model).__name__ == "BertForSequenceClassification" or (
+        hasattr(hf_model, "classifier") and hasattr(hf_model, "bert"))
+    with_head = classifier or hasattr(hf_model, "cls")  # BertModel has no head
     prefix = "bert." if with_head else ""
     config = config_from_hf(hf_model.config)
+    if classifier:
+        num_labels, labels = labels_from_hf(hf_model.config)
+        config = config.replace(num_labels=num_labels, labels=labels, classifier_pooling="cls")
     if overrides:
         config = config.replace(**overrides)
     model = EncoderModel(config)
     hf_state = hf_model.state_dict()
     state, used = convert_from_hf(rules(config, prefix, with_head), hf_state)
     ignorable = [prefix + "embeddings.position_ids", prefix + "embeddings.token_type_ids", "pooler."]
-    if with_head:
+    if with_head and not classifier:
         ignorable += list(_aliases(config))
     check_unused(hf_state, used, ignorable, type(hf_model).__name__)
     if not with_head:
@@ -175,15 +212,20 @@ def from_hf(hf_model: nn.Module, **overrides: Any) -> EncoderModel:
 
 
 def to_hf(model: EncoderModel) -> nn.Module:
-    """A BertForMaskedLM with our EncoderModel's weights (same dtype, device and train/eval mode)."""
+    """A BertForMaskedLM (or, for a classifier, a BertForSequenceClassification) with our
+    EncoderModel's weights (same dtype, device and train/eval mode)."""
     transformers = need_transformers()
     config = model.config
-    hf_model = transformers.BertForMaskedLM(config_to_hf(config))
+    hf_class = transformers.BertForSequenceClassification if config.num_labels else transformers.BertForMaskedLM
+    hf_model = hf_class(config_to_hf(config))
     our_state = model.state_dict()
     state = convert_to_hf(rules(config), our_state)
     reference = our_state["embeddings.tokens.weight"]
     if not config.type_vocab_size:
         state["bert.embeddings.token_type_embeddings.weight"] = torch.zeros(1, config.d_model, dtype=reference.dtype)
+    if config.num_labels:
+        load_exact(hf_model, state, "BERT export")
+        return finish(hf_model, model)
     if not config.output_bias:
         state["cls.predictions.bias"] = torch.zeros(config.vocab_size, dtype=reference.dtype)
     fill_aliases(state, _aliases(config))

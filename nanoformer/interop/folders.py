@@ -27,6 +27,8 @@ def load_hf_model(source: str):
     except (OSError, ValueError) as error:
         raise UserError(f"{source}: not a Hugging Face model folder or reachable hub id ({str(error).splitlines()[0]})") from None
     class_name = HF_MODEL_CLASSES.get(hf_config.model_type)
+    if hf_config.model_type == "bert" and "BertForSequenceClassification" in (hf_config.architectures or []):
+        class_name = "BertForSequenceClassification"  # keep its classification head
     if class_name is None:
         raise UserError(f"{source}: model_type {hf_config.model_type!r} is not supported; supported: {', '.join(HF_MODEL_CLASSES)}")
     return getattr(transformers, class_name).from_pretrained(source).eval()

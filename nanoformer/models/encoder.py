@@ -3,10 +3,18 @@
 Trained by masked-language modelling ("나는 [MASK]에 갔다": predict the hidden word from its left
 and right context). The MLM head is BERT's: dense + activation + LayerNorm, then a projection
 onto the vocabulary tied to the token embeddings, plus a bias.
+
+Fine-tuned for classification, the same encoder carries a classification head instead
+(`config.num_labels > 0`): BERT's pooler (dense + tanh on the [CLS] state), dropout and a linear
+layer onto the classes; or, with `classifier_pooling = "mean"`, dropout and the linear layer on
+the mean of the real tokens' states. The head is chosen by the config, so one class loads every
+encoder checkpoint, and `forward` returns the logits of whichever head the model has:
+(B, T, V) for masked LM, (B, num_labels) for a classifier.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -18,6 +26,14 @@ from nanoformer.layers.masks import padding_mask
 from nanoformer.layers.norms import make_norm
 from nanoformer.models.init import init_weights
 from nanoformer.models.inputs import check_ids, check_length, check_mask, check_same_shape, default_position_ids
+
+
+def mean_pool(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """The mean of the real tokens' states (B, T, D) -> (B, D)."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
 class MaskedLMHead(nn.Module):
@@ -32,6 +48,29 @@ class MaskedLMHead(nn.Module):
         return self.decoder(self.norm(self.act(self.dense(hidden))))
 
 
+class ClassificationHead(nn.Module):
+    """Sentence logits from the encoder's states.
+
+    "cls" pooling is BERT's: the first ([CLS]) state through dense + tanh (the "pooler"), then
+    dropout and a linear layer onto the classes (Hugging Face's BertForSequenceClassification).
+    "mean" pooling averages the real tokens' states and skips the pooler.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.pooling = config.classifier_pooling
+        self.dense = nn.Linear(config.d_model, config.d_model) if self.pooling == "cls" else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(config.d_model, config.num_labels)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        if self.dense is not None:
+            pooled = torch.tanh(self.dense(hidden[:, 0]))
+        else:
+            pooled = mean_pool(hidden, attention_mask)
+        return self.out(self.dropout(pooled))
+
+
 class EncoderModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -40,10 +79,21 @@ class EncoderModel(nn.Module):
         self.config = config
         self.embeddings = Embeddings.from_config(config, config.vocab_size, config.type_vocab_size)
         self.encoder = Encoder(config, config.n_layers)
-        self.mlm_head = MaskedLMHead(config)
-        if config.tie_embeddings:
-            self.mlm_head.decoder.weight = self.embeddings.tokens.weight
+        # One head, chosen by the config: a classifier has no MLM head (no unused parameters,
+        # which DDP would refuse).
+        self.mlm_head: MaskedLMHead | None = None
+        self.classifier: ClassificationHead | None = None
+        if config.num_labels:
+            self.classifier = ClassificationHead(config)
+        else:
+            self.mlm_head = MaskedLMHead(config)
+            if config.tie_embeddings:
+                self.mlm_head.decoder.weight = self.embeddings.tokens.weight
         init_weights(self, config, config.n_layers)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.classifier is not None
 
     def run(
         self,
@@ -60,7 +110,9 @@ class EncoderModel(nn.Module):
             check_ids("token_type_ids", token_type_ids, max(self.config.type_vocab_size, 1))
         position_ids = default_position_ids(input_ids.shape[1], 0, None, input_ids.device)
         x = self.embeddings(input_ids, position_ids, token_type_ids)
-        mask = padding_mask(attention_mask) if attention_mask is not None else None
+        # An all-ones mask hides nothing: dropping it lets attention take its unmasked fast path.
+        has_padding = attention_mask is not None and not bool(attention_mask.all())
+        mask = padding_mask(attention_mask) if has_padding else None
         return self.encoder(x, position_ids, mask=mask, need_weights=need_weights)
 
     def encode(
@@ -70,19 +122,35 @@ class EncoderModel(nn.Module):
         return self.run(input_ids, attention_mask, token_type_ids).hidden
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        masked_positions: Tensor | None = None,
     ) -> Tensor:
-        """Masked-LM logits (B, T, V)."""
-        return self.mlm_head(self.encode(input_ids, attention_mask, token_type_ids))
+        """Masked-LM logits (B, T, V); a classifier's class logits (B, num_labels).
+
+        masked_positions: a bool (B, T) tensor; the MLM head then runs on those positions only
+        and returns (N, V) logits in row-major order, which saves most of the head's work when
+        training on 15% masked tokens.
+        """
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        if self.classifier is not None:
+            if masked_positions is not None:
+                raise ValueError("masked_positions is for masked-LM models; this model is a classifier")
+            return self.classifier(hidden, attention_mask)
+        if masked_positions is not None:
+            check_same_shape("masked_positions", masked_positions, input_ids)
+            hidden = hidden[masked_positions.bool()]
+        return self.mlm_head(hidden)
 
     def embed(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        normalize: bool = True,
+        token_type_ids: Tensor | None = None,
     ) -> Tensor:
         """Sentence vectors (B, D): the mean of the real tokens' hidden states, L2-normalised."""
-        hidden = self.encode(input_ids, attention_mask)
-        if attention_mask is None:
-            pooled = hidden.mean(dim=1)
-        else:
-            weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        pooled = mean_pool(self.encode(input_ids, attention_mask, token_type_ids), attention_mask)
         return F.normalize(pooled, dim=-1) if normalize else pooled

@@ -1,0 +1,516 @@
+"""Masked-language-model data: documents → packed sequences → dynamically masked batches.
+
+The encoder (BERT) family learns to fill in hidden words from both sides of their context:
+
+1. *Units.* Each file is read as a stream of text units, in order: the sentences of a plain text
+   file's paragraphs (a paragraph is the lines between blank lines), one record of a `.jsonl`
+   file (its "text"/"review"/... field), one paragraph ("context") of a SQuAD-style `.json` file
+   such as KorQuAD, or one row's text column of a `.tsv`/`.csv` file (e.g. StyleKQC's "sentence").
+   The last `val_fraction` of each file's units is held out for validation.
+2. *Packing.* Consecutive units are packed into sequences of at most `max_length` tokens,
+   [CLS] and [SEP] included, so little is spent on padding; a unit longer than that is cut into
+   pieces. With `pairs` (the default), a sequence of two or more units is cut at a unit boundary
+   into segments A and B: "[CLS] A [SEP] B [SEP]", token types 0 for "[CLS] A [SEP]" and 1 for
+   "B [SEP]", so the segment embeddings are trained for sentence-pair tasks. (There is no
+   next-sentence objective: RoBERTa found it does not help.) Packing is done once, seeded, and
+   cached under the run's data folder.
+3. *Masking*, drawn afresh for every batch, so each epoch sees new masks (RoBERTa's dynamic
+   masking): each token is selected with probability `mask_prob` (15%); a selected token becomes
+   [MASK] with probability 80%, a random non-special token 10%, and stays itself 10%. Labels are
+   the original ids at selected positions and -100 (ignored) elsewhere. Special tokens ([CLS],
+   [SEP], [PAD]) are never selected. With `whole_word_mask`, words are selected instead of tokens:
+   a WordPiece token starting with "##" belongs to the word before it, and all the tokens of a
+   selected word are selected together (the 80/10/10 choice is still made per token).
+
+Determinism: the masks of a batch are a function of (seed, epoch, position in the epoch), and
+the epoch's order a function of (seed, epoch), so `state_dict()` is three integers and a resumed
+run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from nanoformer.data.text import PathLike, decode_text, resolve_text_files, write_bytes_atomic
+from nanoformer.errors import UserError
+from nanoformer.training.losses import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from nanoformer.tokenizer import Tokenizer
+
+CACHE_FORMAT = 1
+TEXT_COLUMNS = ("sentence", "text", "document", "review", "content")
+MASK_TEXT = "[MASK]"
+
+
+@dataclass
+class MLMDataConfig:
+    """Text for masked-language-model pre-training (`[data] kind = "mlm"`)."""
+
+    name: str | None = None  # a standard set, e.g. "tinyshakespeare"
+    path: Any = None  # a file or folder, or a list of them (str | list[str])
+    tokenizer: str = "wordpiece"
+    vocab_size: int = 8000
+    lowercase: bool = True
+    strip_accents: bool | None = None  # None: as lowercase (BERT uncased); Korean is kept whole either way
+    max_length: int = 128  # tokens per sequence, [CLS] and [SEP] included
+    pairs: bool = True  # cut sequences into segments A and B (token types 0 / 1)
+    mask_prob: float = 0.15
+    mask_token_prob: float = 0.8  # of the selected tokens: replaced by [MASK]
+    random_token_prob: float = 0.1  # of the selected tokens: replaced by a random token (the rest stay)
+    whole_word_mask: bool = False
+    val_fraction: float = 0.05  # the last part of every file
+    text_column: str | None = None  # .tsv/.csv: the column holding the text (default: sentence, text, ...)
+    cache_dir: str | None = None  # packed sequences; default RUN_DIR/data
+
+    def __post_init__(self) -> None:
+        if self.name is None and self.path is None:
+            raise UserError("[data] needs `path` (a file, a folder or a list of them) or `name` (a standard set)")
+        if self.path is not None and not isinstance(self.path, (str, list)):
+            raise UserError(f"[data] path = {self.path!r}; expected a string or a list of strings")
+        if self.tokenizer not in ("wordpiece", "bpe", "char", "unigram"):
+            raise UserError(f"[data] tokenizer = {self.tokenizer!r}; expected 'wordpiece' (BERT), 'bpe', 'char' or 'unigram'")
+        if self.whole_word_mask and self.tokenizer != "wordpiece":
+            raise UserError("[data] whole_word_mask needs tokenizer = 'wordpiece' (words are read from its '##' pieces)")
+        if self.max_length < (5 if self.pairs else 3):
+            raise UserError(f"[data] max_length = {self.max_length} leaves no room for text after [CLS] and [SEP]; use e.g. 128")
+        for key in ("mask_prob", "mask_token_prob", "random_token_prob"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"[data] {key} = {value}; expected a probability in [0, 1]")
+        if not 0.0 < self.mask_prob:
+            raise UserError("[data] mask_prob must be > 0 (BERT uses 0.15)")
+        if self.mask_token_prob + self.random_token_prob > 1.0:
+            raise UserError(
+                f"[data] mask_token_prob + random_token_prob = {self.mask_token_prob + self.random_token_prob} > 1; "
+                "BERT uses 0.8 and 0.1 (the remaining 0.1 keep their token)"
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UserError(f"[data] val_fraction = {self.val_fraction}; expected a fraction in (0, 1), e.g. 0.05")
+
+    def sources(self) -> Any:
+        return self.path if self.path is not None else self.name
+
+
+# --------------------------------------------------------------------------- reading text units
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。？！])\s+")
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of a paragraph, cut after ., !, ? (and their full-width forms) followed by space."""
+    return [s for s in (part.strip() for part in _SENTENCE_END.split(paragraph)) if s]
+
+
+def read_units(path: PathLike, text_column: str | None = None) -> list[str]:
+    """The text units of one file, in order (see the module docstring for each format)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror}); check the path") from None
+    if suffix == ".jsonl":
+        return [line for line in decode_text(data, path).splitlines() if line.strip()]
+    text = decode_text(data, path)
+    if suffix == ".json":
+        return _squad_contexts(text, path)
+    if suffix in (".tsv", ".csv"):
+        return _column_texts(text, path, "\t" if suffix == ".tsv" else ",", text_column)
+    units: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        units.extend(split_sentences(" ".join(paragraph.split())))
+    return units
+
+
+def _squad_contexts(text: str, path: Path) -> list[str]:
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); fix the file") from None
+    try:
+        contexts = [p["context"] for article in spec["data"] for p in article["paragraphs"]]
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: a .json corpus must be SQuAD-style (data[*].paragraphs[*].context, as KorQuAD); "
+                        "convert other JSON to .jsonl with a 'text' field") from None
+    units: list[str] = []
+    seen: set[str] = set()
+    for context in contexts:
+        if context in seen:  # several questions share a paragraph
+            continue
+        seen.add(context)
+        units.extend(split_sentences(" ".join(context.split())))
+    return units
+
+
+def _column_texts(text: str, path: Path, delimiter: str, column: str | None) -> list[str]:
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    if not rows:
+        raise UserError(f"{path}: file is empty")
+    header = rows[0]
+    wanted = [column] if column else list(TEXT_COLUMNS)
+    index = next((header.index(name) for name in wanted if name in header), None)
+    if index is None:
+        raise UserError(f"{path}:1: no text column {' or '.join(map(repr, wanted))} in the header {header}; "
+                        "set [data] text_column to the column holding the text")
+    units = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise UserError(f"{path}:{number}: {len(row)} fields, but the header has {len(header)}; fix the row "
+                            "(a quote or delimiter inside the text?)")
+        if row[index].strip():
+            units.append(" ".join(row[index].split()))
+    return units
+
+
+def corpus_texts(files: Sequence[Path], text_column: str | None = None) -> Iterator[str]:
+    """Every unit of every file, for training a tokenizer."""
+    for path in files:
+        yield from read_units(path, text_column)
+
+
+# --------------------------------------------------------------------------- packing
+
+
+@dataclass
+class PackedSequences:
+    """Sequences without their special tokens: `tokens[starts[i]:starts[i+1]]` is sequence i,
+    segment B begins at offset `cuts[i]` of it (-1: one segment)."""
+
+    tokens: np.ndarray
+    starts: np.ndarray
+    cuts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.starts[-1])
+
+
+def pack_units(units: list[np.ndarray], max_length: int, pairs: bool, rng: np.random.Generator) -> PackedSequences:
+    """Greedily pack consecutive units into sequences that fit `max_length` with their specials."""
+    budget = max_length - (3 if pairs else 2)
+    pieces: list[np.ndarray] = []
+    starts, cuts = [0], []
+    group: list[np.ndarray] = []
+    used = 0
+
+    def flush() -> None:
+        nonlocal group, used
+        if not group:
+            return
+        cut = -1
+        if pairs and len(group) >= 2:
+            k = int(rng.integers(1, len(group)))
+            cut = sum(len(u) for u in group[:k])
+        pieces.extend(group)
+        starts.append(starts[-1] + used)
+        cuts.append(cut)
+        group, used = [], 0
+
+    for unit in units:
+        if len(unit) == 0:
+            continue
+        if len(unit) > budget:  # too long for one sequence: its own pieces
+            flush()
+            for i in range(0, len(unit), budget):
+                group, used = [unit[i:i + budget]], len(unit[i:i + budget])
+                flush()
+            continue
+        if used + len(unit) > budget:
+            flush()
+        group.append(unit)
+        used += len(unit)
+    flush()
+    tokens = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, dtype=np.int32)
+    return PackedSequences(tokens, np.asarray(starts, dtype=np.int64), np.asarray(cuts, dtype=np.int64))
+
+
+def build_sequences(
+    files: Sequence[Path],
+    tokenizer: Tokenizer,
+    config: MLMDataConfig,
+    cache_dir: PathLike | None,
+    seed: int = 0,
+) -> dict[str, PackedSequences]:
+    """{"train": ..., "val": ...} packed from `files`, cached in `cache_dir` (None: no cache)."""
+    files = [Path(f).resolve() for f in files]
+    key_material = {
+        "format": CACHE_FORMAT,
+        "files": [[str(f), _sha256_file(f)] for f in files],
+        "tokenizer": tokenizer.fingerprint(),
+        "max_length": config.max_length,
+        "pairs": config.pairs,
+        "val_fraction": config.val_fraction,
+        "text_column": config.text_column,
+        "seed": seed,
+    }
+    key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"mlm-{key}.npz" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as saved:
+                return {split: PackedSequences(saved[f"{split}_tokens"], saved[f"{split}_starts"], saved[f"{split}_cuts"])
+                        for split in ("train", "val")}
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache is rebuilt
+    units: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+    for path in files:
+        texts = read_units(path, config.text_column)
+        if not texts:
+            raise UserError(f"{path}: no text found in the file; leave it out of [data] path")
+        n_val = int(len(texts) * config.val_fraction)
+        ids = _encode_all(tokenizer, texts)
+        units["train"].extend(ids[:len(ids) - n_val])
+        units["val"].extend(ids[len(ids) - n_val:])
+    if not units["val"]:
+        raise UserError(f"the validation split is empty: val_fraction = {config.val_fraction} of "
+                        f"{len(units['train'])} text units keeps none; raise val_fraction or give more text")
+    rng = np.random.default_rng(seed)
+    packed = {split: pack_units(units[split], config.max_length, config.pairs, rng) for split in ("train", "val")}
+    if cache is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"{split}_{name}": getattr(packed[split], name)
+                            for split in packed for name in ("tokens", "starts", "cuts")})
+        write_bytes_atomic(cache, buffer.getvalue())
+    return packed
+
+
+def _encode_all(tokenizer: Tokenizer, texts: list[str], chunk: int = 20000) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    dtype = np.int32
+    for i in range(0, len(texts), chunk):
+        out.extend(np.asarray(ids, dtype=dtype) for ids in tokenizer.encode_batch(texts[i:i + chunk]))
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- masking
+
+
+class Masker:
+    """BERT's masking of a batch of token ids (see the module docstring)."""
+
+    def __init__(self, tokenizer: Tokenizer, mask_prob: float = 0.15, mask_token_prob: float = 0.8,
+                 random_token_prob: float = 0.1, whole_word_mask: bool = False) -> None:
+        self.mask_prob, self.mask_token_prob, self.random_token_prob = mask_prob, mask_token_prob, random_token_prob
+        self.whole_word_mask = whole_word_mask
+        self.mask_id = tokenizer.mask_id
+        vocab_size = tokenizer.vocab_size
+        specials = sorted(set(tokenizer.special_ids().values()))
+        self.is_special = np.zeros(vocab_size, dtype=bool)
+        self.is_special[specials] = True
+        self.random_pool = np.flatnonzero(~self.is_special)
+        if len(self.random_pool) == 0:
+            raise UserError("the tokenizer has only special tokens; train it on more text")
+        self.is_continuation = np.zeros(vocab_size, dtype=bool)
+        if whole_word_mask:
+            if tokenizer.kind != "wordpiece":
+                raise UserError(f"whole-word masking needs a WordPiece tokenizer ('##' pieces); this one is {tokenizer.kind!r}")
+            for token, index in tokenizer.hf.get_vocab(with_added_tokens=False).items():
+                self.is_continuation[index] = token.startswith("##")
+
+    def __call__(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(masked input ids, labels) for a (B, T) int array; labels are -100 where not selected."""
+        special = self.is_special[ids]
+        if self.whole_word_mask:
+            starts = ~self.is_continuation[ids] | special
+            starts[:, 0] = True
+            previous_special = np.zeros_like(special)
+            previous_special[:, 1:] = special[:, :-1]
+            starts |= previous_special  # a piece right after [CLS] / [SEP] starts a word
+            word = np.cumsum(starts.reshape(-1)) - 1
+            chosen = rng.random(int(word[-1]) + 1) < self.mask_prob
+            selected = chosen[word].reshape(ids.shape) & ~special
+        else:
+            selected = (rng.random(ids.shape) < self.mask_prob) & ~special
+        # Every row with text predicts at least one token, so no row is wasted.
+        empty = ~selected.any(axis=1) & (~special).any(axis=1)
+        for row in np.flatnonzero(empty):
+            candidates = np.flatnonzero(~special[row])
+            selected[row, candidates[int(rng.integers(len(candidates)))]] = True
+        action = rng.random(ids.shape)
+        to_mask = selected & (action < self.mask_token_prob)
+        to_random = selected & (action >= self.mask_token_prob) & (action < self.mask_token_prob + self.random_token_prob)
+        inputs = ids.copy()
+        inputs[to_mask] = self.mask_id
+        inputs[to_random] = self.random_pool[rng.integers(len(self.random_pool), size=int(to_random.sum()))]
+        labels = np.where(selected, ids, IGNORE_INDEX)
+        return inputs, labels
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def assemble(packed: PackedSequences, indices: Sequence[int], cls_id: int, sep_id: int, pad_id: int,
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, attention mask, token types) for sequences `indices`, right-padded to the longest."""
+    rows = []
+    for i in indices:
+        content = packed.tokens[packed.starts[i]:packed.starts[i + 1]]
+        cut = int(packed.cuts[i])
+        if cut < 0:
+            rows.append((np.concatenate([[cls_id], content, [sep_id]]), None))
+        else:
+            rows.append((np.concatenate([[cls_id], content[:cut], [sep_id], content[cut:], [sep_id]]), cut + 2))
+    length = max(len(r) for r, _ in rows)
+    ids = np.full((len(rows), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), length), dtype=np.int64)
+    types = np.zeros((len(rows), length), dtype=np.int64)
+    for row, (tokens, b_start) in enumerate(rows):
+        ids[row, :len(tokens)] = tokens
+        mask[row, :len(tokens)] = 1
+        if b_start is not None:
+            types[row, b_start:len(tokens)] = 1
+    return ids, mask, types
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(k) for k in key])))
+
+
+class MLMBatches:
+    """The trainer's batch source for masked-LM pre-training (see `trainer.BatchSource`)."""
+
+    def __init__(self, splits: dict[str, PackedSequences], tokenizer: Tokenizer, masker: Masker, batch_size: int,
+                 n_eval_batches: int | None = None, seed: int = 0, token_types: bool = True) -> None:
+        for split, packed in splits.items():
+            if len(packed) == 0:
+                raise UserError(f"the {split} split has no sequences; give more text")
+        self.splits, self.masker, self.batch_size = splits, masker, batch_size
+        self.n_eval_batches, self.seed, self.token_types = n_eval_batches, seed, token_types
+        self.cls_id, self.sep_id, self.pad_id = tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if "train" not in self.splits:  # an evaluation-only source
+            return np.zeros(0, dtype=np.int64)
+        return _rng(self.seed, epoch, 1).permutation(len(self.splits["train"]))
+
+    def _batch(self, split: str, indices: Sequence[int], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        ids, mask, types = assemble(self.splits[split], indices, self.cls_id, self.sep_id, self.pad_id)
+        inputs, labels = self.masker(ids, rng)
+        batch = {"input_ids": torch.from_numpy(inputs), "attention_mask": torch.from_numpy(mask),
+                 "labels": torch.from_numpy(labels)}
+        if self.token_types:
+            batch["token_type_ids"] = torch.from_numpy(types)
+        return batch
+
+    def next_batch(self, split: str = "train") -> dict[str, torch.Tensor]:
+        if split != "train" or "train" not in self.splits:
+            raise UserError(f"next_batch serves the train split; use eval_batches({split!r})")
+        rng = _rng(self.seed, self.epoch, self.position, 2)  # masks depend on where we are: new every epoch
+        indices = []
+        while len(indices) < self.batch_size:
+            if self.position >= len(self._order):
+                self.epoch += 1
+                self.position = 0
+                self._order = self._permutation(self.epoch)
+            take = min(self.batch_size - len(indices), len(self._order) - self.position)
+            indices.extend(self._order[self.position:self.position + take].tolist())
+            self.position += take
+        return self._batch("train", indices, rng)
+
+    def eval_batches(self, split: str = "val", n_batches: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """The split in order with fixed masks: the same batches on every call."""
+        if split not in self.splits:
+            raise UserError(f"unknown split {split!r}; use one of {', '.join(self.splits)}")
+        n_batches = self.n_eval_batches if n_batches is None else n_batches
+        total = len(self.splits[split])
+        for number, start in enumerate(range(0, total, self.batch_size)):
+            if n_batches is not None and number >= n_batches:
+                return
+            yield self._batch(split, range(start, min(total, start + self.batch_size)), _rng(self.seed, number, 3))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "epoch": self.epoch, "position": self.position,
+                "train_sequences": len(self.splits["train"])}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["train_sequences"]) != len(self.splits["train"]):
+            raise UserError(f"the saved data state is for {state['train_sequences']} training sequences, but this "
+                            f"data has {len(self.splits['train'])}; resume with the same text, tokenizer and [data] settings")
+        self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
+        self._order = self._permutation(self.epoch)
+
+    def tokens_per_batch(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["attention_mask"].sum())
+
+
+# --------------------------------------------------------------------------- fill-mask input
+
+
+def encode_masked_text(tokenizer: Tokenizer, text: str, mask_text: str = MASK_TEXT) -> list[int]:
+    """Ids of "[CLS] text [SEP]" with every "[MASK]" in `text` turned into the mask token.
+
+    "[MASK]" is recognised whatever the tokenizer calls its mask token, and so is that token's
+    own spelling (e.g. "<mask>"). With WordPiece, text glued to the end of a mask ("[MASK]에")
+    continues the masked word, so it is encoded as continuation pieces ("##에"), as the model saw
+    it in training ("학교" "##에").
+    """
+    mask_id = tokenizer.mask_id
+    spellings = {mask_text, tokenizer.id_to_token(mask_id) or mask_text}
+    pattern = "|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True))
+    pieces = re.split(f"({pattern})", text)
+    ids: list[int] = [tokenizer.cls_id]
+    after_mask = False
+    for piece in pieces:
+        if piece in spellings:
+            ids.append(mask_id)
+            after_mask = True
+            continue
+        if piece:
+            if after_mask and tokenizer.kind == "wordpiece" and not piece[0].isspace():
+                head = re.match(r"\w+", piece)
+                continuation = _continuation_pieces(tokenizer, head.group(0)) if head else None
+                if continuation is not None:
+                    ids.extend(continuation)
+                    piece = piece[head.end():]
+            ids.extend(tokenizer.encode(piece))
+        after_mask = False
+    ids.append(tokenizer.sep_id)
+    return ids
+
+
+def _continuation_pieces(tokenizer: Tokenizer, word: str) -> list[int] | None:
+    """WordPiece's greedy longest match of `word` as the inside of a word ("##" pieces), or None."""
+    normalizer = tokenizer.hf.normalizer
+    if normalizer is not None:
+        word = normalizer.normalize_str(word)
+    vocab = tokenizer.hf.get_vocab(with_added_tokens=False)
+    out, start = [], 0
+    while start < len(word):
+        for end in range(len(word), start, -1):
+            index = vocab.get("##" + word[start:end])
+            if index is not None:
+                out.append(index)
+                start = end
+                break
+        else:
+            return None
+    return out
+
+
+def sequences_from_config(config: MLMDataConfig, base_dir: Path | None) -> list[Path]:
+    """The files named by [data] path (or name)."""
+    return resolve_text_files(config.sources(), base_dir=base_dir)
