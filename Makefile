@@ -11,7 +11,7 @@ ifneq ($(wildcard ../shared/data),)
 export NANOFORMER_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install test test-all demo clean
+.PHONY: install test test-all demo clean viz-deps figures
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,14 +23,33 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) viz-deps
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) viz-deps
 	$(PY) -m pytest -q -m ''
 
 demo: $(STAMP)
 	$(VENV)/bin/nanoformer demo
+
+# Attention maps need a font with Hangul and the browser test headless Chromium: Debian's
+# fonts-noto-cjk, chromium and chromium-driver, installed where missing when run as root with
+# apt-get. Elsewhere (not root, no apt, offline) this says what is missing and carries on: Korean
+# labels then show as boxes and tests/test_browser.py is skipped with that reason.
+VIZ_APT := fonts-noto-cjk chromium chromium-driver
+viz-deps:
+	@command -v dpkg-query >/dev/null 2>&1 || { echo "viz-deps: not Debian; install a Korean font and chromium + chromedriver yourself"; exit 0; }; \
+	missing=""; for p in $(VIZ_APT); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	[ -n "$$missing" ] || exit 0; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "viz-deps: missing$$missing and not root: skipped (as root: apt-get install$$missing)"; exit 0; fi; \
+	echo "viz-deps: apt-get install$$missing"; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; } >/dev/null 2>&1 \
+	  || echo "viz-deps: could not install$$missing (offline?); Korean labels and the browser test may be skipped"
+
+# Every figure of docs/tour.md, from small models trained by the repository's configs (~10 min on 2 cores).
+figures: $(STAMP) viz-deps
+	$(PY) docs/make_figures.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
