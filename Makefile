@@ -11,7 +11,7 @@ ifneq ($(wildcard ../shared/data),)
 export NANOFORMER_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install test test-all demo clean viz-deps figures
+.PHONY: install test test-all demo clean viz-deps fonts apt-deps figures
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,23 +29,29 @@ test: $(STAMP) viz-deps
 test-all: $(STAMP) viz-deps
 	$(PY) -m pytest -q -m ''
 
-demo: $(STAMP)
+demo: $(STAMP) fonts
 	$(VENV)/bin/nanoformer demo
 
-# Attention maps need a font with Hangul and the browser test headless Chromium: Debian's
-# fonts-noto-cjk, chromium and chromium-driver, installed where missing when run as root with
+# Attention maps need a font with Hangul (fonts-noto-cjk) and the browser test headless Chromium
+# (chromium, chromium-driver): Debian packages, installed where missing when run as root with
 # apt-get. Elsewhere (not root, no apt, offline) this says what is missing and carries on: Korean
 # labels then show as boxes and tests/test_browser.py is skipped with that reason.
 VIZ_APT := fonts-noto-cjk chromium chromium-driver
 viz-deps:
-	@command -v dpkg-query >/dev/null 2>&1 || { echo "viz-deps: not Debian; install a Korean font and chromium + chromedriver yourself"; exit 0; }; \
-	missing=""; for p in $(VIZ_APT); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory apt-deps APT_PKGS="$(VIZ_APT)"
+
+fonts:
+	@$(MAKE) --no-print-directory apt-deps APT_PKGS="fonts-noto-cjk"
+
+apt-deps:
+	@command -v dpkg-query >/dev/null 2>&1 || { echo "apt-deps: not Debian; install $(APT_PKGS) (or equivalents) yourself"; exit 0; }; \
+	missing=""; for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	[ -n "$$missing" ] || exit 0; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "viz-deps: missing$$missing and not root: skipped (as root: apt-get install$$missing)"; exit 0; fi; \
-	echo "viz-deps: apt-get install$$missing"; \
+	  echo "apt-deps: missing$$missing and not root: skipped (as root: apt-get install$$missing)"; exit 0; fi; \
+	echo "apt-deps: apt-get install$$missing"; \
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; } >/dev/null 2>&1 \
-	  || echo "viz-deps: could not install$$missing (offline?); Korean labels and the browser test may be skipped"
+	  || echo "apt-deps: could not install$$missing (offline?); Korean labels and the browser test may be skipped"
 
 # Every figure of docs/tour.md, from small models trained by the repository's configs (~10 min on 2 cores).
 figures: $(STAMP) viz-deps

@@ -11,14 +11,14 @@ import argparse
 import os
 import sys
 
-from nanoformer.cli import bert, general, gpt, translate, viz
+from nanoformer.cli import bert, demo, general, gpt, translate, viz
 from nanoformer.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanoformer", description="The Transformer from first principles.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (general, gpt, translate, bert, viz):
+    for module in (general, gpt, translate, bert, viz, demo):
         module.register(commands)
     return parser
 

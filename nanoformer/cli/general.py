@@ -1,4 +1,4 @@
-"""Commands for every family: info, train, evaluate, import-hf, export-hf, demo."""
+"""Commands for every family: info, train, evaluate, import-hf, export-hf."""
 
 from __future__ import annotations
 
@@ -78,34 +78,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     return evaluate_mlm(args, model, tokenizer)
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    """The README's main job: train a small GPT on Tiny Shakespeare, then show what it learned."""
-    import time
-
-    import torch
-
-    import nanoformer
-    from nanoformer.generation.text import generate_text
-    from nanoformer.recipes import train
-    from nanoformer.run_config import load_run_config
-
-    run = load_run_config(args.config, [f'train.max_time="{args.minutes}m"'])
-    run_dir = Path(args.out) / time.strftime("shakespeare-%Y%m%d-%H%M%S")
-    print(f"== 1/2 GPT: training {Path(args.config).name} on Tiny Shakespeare for up to {args.minutes} minutes")
-    print(f"   (the character-level model of the note's 'GPT: next token prediction'; run folder {run_dir})")
-    result = train(run, run_dir, progress=True)
-    print(f"   stopped by {result.stopped_by} at step {result.step}, best validation loss {result.best_val_loss:.3f}")
-    model, tokenizer = nanoformer.load(run_dir)
-    print("== 2/2 samples (temperature 0.8, top-k 40)")
-    generator = torch.Generator().manual_seed(0)
-    for prompt in ("ROMEO:", "First Citizen:\nWe are", "KING HENRY:"):
-        text = generate_text(model, tokenizer, [prompt], 200, generator=generator, do_sample=True,
-                             temperature=0.8, top_k=40)[0]
-        print(f"--- {prompt!r}\n{prompt}{text}\n")
-    print(f"Try: nanoformer generate {run_dir} --prompt 'JULIET:'   |   nanoformer evaluate {run_dir}")
-
-
-
 def cmd_import_hf(args: argparse.Namespace) -> None:
     from nanoformer.interop.folders import import_hf
 
@@ -160,8 +132,3 @@ def register(commands: argparse._SubParsersAction) -> None:
     exp.add_argument("out", help="the folder to write (save_pretrained layout)")
     exp.set_defaults(handler=cmd_export_hf)
 
-    demo = commands.add_parser("demo", help="train a small GPT on Tiny Shakespeare for a few minutes and sample it")
-    demo.add_argument("--config", default="configs/shakespeare_char.toml")
-    demo.add_argument("--minutes", type=float, default=4.0)
-    demo.add_argument("--out", default="runs/demo")
-    demo.set_defaults(handler=cmd_demo)
