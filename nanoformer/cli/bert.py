@@ -110,19 +110,10 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from nanoformer.recipes import train
+    from nanoformer.cli.general import run_training, train_overrides
     from nanoformer.recipes.classification import load_finetune_config
 
-    overrides = list(args.set or [])
-    if args.device:
-        overrides.append(f"train.device={json.dumps(args.device)}")
-    run = load_finetune_config(args.config, overrides, init_from=args.init_from)
-    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    result = train(run, run_dir, resume=args.resume, progress=not args.quiet)
-    best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
-    print(f"stopped by {result.stopped_by} at step {result.step}; best val loss {best}; run folder {run_dir}")
-    if result.stopped_by == "interrupt":
-        raise KeyboardInterrupt
+    run_training(load_finetune_config(args.config, train_overrides(args), init_from=args.init_from), args)
 
 
 # --------------------------------------------------------------------------- classify

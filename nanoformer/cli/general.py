@@ -44,14 +44,24 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from nanoformer.recipes import train
-    from nanoformer.run_config import load_run_config
-
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """The --set overrides, with --device as one more."""
     overrides = list(args.set or [])
     if args.device:
         overrides.append(f"train.device={json.dumps(args.device)}")
-    run = load_run_config(args.config, overrides)
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from nanoformer.run_config import load_run_config
+
+    run_training(load_run_config(args.config, train_overrides(args)), args)
+
+
+def run_training(run, args: argparse.Namespace) -> None:
+    """Train `run` into --out (default runs/CONFIG_NAME) and say how it ended; Ctrl-C exits 130."""
+    from nanoformer.recipes import train
+
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     result = train(run, run_dir, resume=args.resume, progress=not args.quiet)
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"

@@ -8,6 +8,8 @@ feeds the whole shifted target at once, so every position trains in parallel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -130,11 +132,61 @@ class Seq2SeqTransformer(nn.Module):
         src_ids: Tensor,
         max_new_tokens: int = 64,
         src_padding_mask: Tensor | None = None,
-        **options,
-    ) -> Tensor:
-        """Translate src_ids (B, S): target ids (B, T_out), starting with the start token."""
-        from nanoformer.generation.seq2seq import greedy_decode  # the generation floor sits above the models
+        beam_size: int = 1,
+        length_penalty: float = 1.0,
+        length_penalty_style: str = "hf",
+        num_return_sequences: int = 1,
+        max_len_a: float = 0.0,
+        max_len_b: float | None = None,
+        return_attentions: bool = False,
+        *,
+        early_stopping: bool | str = False,
+        bad_ids: Sequence[int] | None = None,
+        force_eos: bool = False,
+        return_scores: bool = False,
+        attention_layers: str = "last",
+    ):
+        """Translate src_ids (B, S) (src_padding_mask (B, S), 1 = real token).
 
-        if options:
-            raise ValueError(f"unsupported generate options {sorted(options)}")
-        return greedy_decode(self, src_ids, src_padding_mask, max_new_tokens)
+        Returns target ids (B, T_out), starting with the start token, pad_id after eos: the best
+        hypothesis of each sentence; (B·n, T_out) with num_return_sequences = n, the n best of a
+        sentence in consecutive rows, best first. With return_scores or return_attentions, a
+        `GenerationOutput(sequences, scores, cross_attentions)` instead.
+
+        beam_size 1 is greedy decoding; more runs beam search (`nanoformer.generation.beam`).
+        length_penalty α divides a finished hypothesis' log-prob by length**α ("hf", Hugging
+        Face's convention) or ((5 + length) / 6)**α ("gnmt"); length counts generated tokens, eos
+        included. early_stopping: False, True or "never", Hugging Face's meanings (see beam.py).
+        A sentence generates at most max_new_tokens, and at most floor(max_len_a · source
+        length + max_len_b) when max_len_b is given (within max_positions). bad_ids are never
+        generated; force_eos makes eos the last token of a sentence that reaches its limit.
+        For an opus-mt model imported from Hugging Face, its generation config corresponds to
+        bad_ids=[pad_id], force_eos=True, beam_size=4 (or 6), length_penalty=1.0.
+        cross_attentions (return_attentions): per generated token, the cross-attention weights
+        over the source, averaged over heads of the last decoder layer (attention_layers="last")
+        or of all layers ("all").
+        """
+        # the generation floor sits above the models
+        from nanoformer.generation.beam import GenerationOutput, beam_search, check_beam_args, cross_attention_weights
+        from nanoformer.generation.seq2seq import greedy_decode, length_penalty_fn
+
+        check_beam_args(beam_size, num_return_sequences, early_stopping, self.config.tgt_vocab_size)
+        length_penalty_fn(length_penalty_style, length_penalty)  # checks the style
+        if attention_layers not in ("last", "all"):
+            raise ValueError(f"attention_layers must be 'last' or 'all', got {attention_layers!r}")
+        limits = dict(max_len_a=max_len_a, max_len_b=max_len_b, bad_ids=bad_ids, force_eos=force_eos)
+        scores = None
+        if beam_size == 1 and not return_scores:
+            sequences = greedy_decode(self, src_ids, src_padding_mask, max_new_tokens, **limits)
+        else:
+            sequences, scores = beam_search(
+                self, src_ids, src_padding_mask, beam_size=beam_size, max_new_tokens=max_new_tokens,
+                length_penalty=length_penalty, length_penalty_style=length_penalty_style,
+                num_return_sequences=num_return_sequences, early_stopping=early_stopping, **limits,
+            )
+        if not (return_scores or return_attentions):
+            return sequences
+        attentions = None
+        if return_attentions:
+            attentions = cross_attention_weights(self, src_ids, src_padding_mask, sequences, attention_layers)
+        return GenerationOutput(sequences, scores, attentions)
