@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from nanoformer.cli.common import DEVICES, load_checkpoint, require_arch
+from nanoformer.data.text import decode_utf8
 from nanoformer.errors import UserError
 
 STDIN = "-"
@@ -35,13 +36,7 @@ def _read_input(name: str) -> list[str]:
         except IsADirectoryError:
             raise UserError(f"{name}: is a folder; give a text file with one sentence a line") from None
         label = name
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise UserError(f"{label}: invalid UTF-8 at byte offset {e.start} (line {line}, byte 0x{data[e.start]:02x}); "
-                        "re-encode the input as UTF-8") from None
-    text = text.removeprefix("\ufeff")
+    text = decode_utf8(data, label)
     if not text:
         return []
     text = text.removesuffix("\n")

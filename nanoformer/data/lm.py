@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nanoformer.data.text import PathLike, decode_text, write_bytes_atomic
+from nanoformer.data.text import PathLike, decode_text, sha256_file, write_bytes_atomic
 from nanoformer.errors import UserError
 
 if TYPE_CHECKING:  # only the type: lm.py needs encode_batch, eos_id, vocab_size, fingerprint
@@ -153,15 +153,8 @@ def _is_fresh(manifest_path: Path, bin_path: Path, files: list[Path], tokenizer_
             return False
     except (OSError, KeyError, TypeError):
         return False
-    return all(_sha256_file(f) == s.get("sha256") for f, s in zip(files, sources))
+    return all(sha256_file(f) == s.get("sha256") for f, s in zip(files, sources))
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _chunks(text: str, size: int | None = None) -> Iterator[str]:

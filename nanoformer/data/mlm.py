@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from nanoformer.data.text import PathLike, decode_text, resolve_text_files, write_bytes_atomic
+from nanoformer.data.text import PathLike, decode_text, resolve_text_files, sha256_file, write_bytes_atomic
 from nanoformer.errors import UserError
 from nanoformer.training.losses import IGNORE_INDEX
 
@@ -249,7 +249,7 @@ def build_sequences(
     files = [Path(f).resolve() for f in files]
     key_material = {
         "format": CACHE_FORMAT,
-        "files": [[str(f), _sha256_file(f)] for f in files],
+        "files": [[str(f), sha256_file(f)] for f in files],
         "tokenizer": tokenizer.fingerprint(),
         "max_length": config.max_length,
         "pairs": config.pairs,
@@ -295,13 +295,6 @@ def _encode_all(tokenizer: Tokenizer, texts: list[str], chunk: int = 20000) -> l
         out.extend(np.asarray(ids, dtype=dtype) for ids in tokenizer.encode_batch(texts[i:i + chunk]))
     return out
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- masking

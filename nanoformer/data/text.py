@@ -179,17 +179,30 @@ def read_text(path: PathLike) -> str:
     return decode_text(data, path)
 
 
-def decode_text(data: bytes, path: PathLike) -> str:
-    """Decode bytes read from `path` (named in errors) as UTF-8, dropping a leading BOM."""
+def decode_utf8(data: bytes, label: PathLike) -> str:
+    """Strict UTF-8, without a leading BOM; an error names `label`, the byte offset and the line."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise UserError(f"{path}: invalid UTF-8 at byte offset {e.start} (line {line}, byte "
+        raise UserError(f"{label}: invalid UTF-8 at byte offset {e.start} (line {line}, byte "
                         f"0x{data[e.start]:02x}); re-encode the file as UTF-8, e.g. "
                         f"`iconv -f latin1 -t utf-8 in.txt > out.txt`") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    return text.removeprefix("\ufeff")
+
+
+def sha256_file(path: PathLike) -> str:
+    """The file's sha256, read in 1 MiB blocks (token caches use it to notice changed sources)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def decode_text(data: bytes, path: PathLike) -> str:
+    """Decode bytes read from `path` (named in errors) as UTF-8 corpus text; empty files are refused."""
+    text = decode_utf8(data, path)
     if Path(path).suffix == ".jsonl":
         text = jsonl_text(text, path)
     if not text:
