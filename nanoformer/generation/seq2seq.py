@@ -148,4 +148,4 @@ def length_penalty_fn(style: str, alpha: float):
     raise ValueError(f"length_penalty_style must be 'hf' or 'gnmt', got {style!r}")
 
 
-__all__ = ["greedy_decode", "length_limits", "length_penalty_fn", "banned_tensor", "check_special_ids"]
+__all__ = ["banned_tensor", "check_special_ids", "greedy_decode", "length_limits", "length_penalty_fn"]
