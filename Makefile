@@ -13,7 +13,7 @@ endif
 
 .PHONY: install test test-all demo clean viz-deps fonts apt-deps figures
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU wheel of torch first, pinned, so that nothing pulls a multi-GB CUDA build.
