@@ -104,9 +104,22 @@ def test_greedy_choice_is_argmax_and_temperature_must_be_positive():
         generate(tiny_decoder(), torch.tensor([[1, 2]]), 3, do_sample=True, temperature=0.0)
 
 
-def test_prompt_plus_new_tokens_beyond_positions_is_refused():
+def test_generation_runs_past_the_context_with_a_sliding_window():
+    model = tiny_decoder()  # max_positions 160
+    prompt = torch.randint(1, 97, (2, 150))
+    out = generate(model, prompt, max_new_tokens=100)
+    assert out.shape == (2, 250)
+    # While the context holds the whole text nothing changes (token 161 still sees all 160) ...
+    assert torch.equal(out[:, :161], uncached_greedy(model, prompt, 11))
+    # ... then the cache restarts from the latest half of the context: 80 tokens.
+    for t in range(161, 170):
+        window = out[:, 81:t]
+        assert torch.equal(out[:, t : t + 1], uncached_greedy(model, window, 1)[:, -1:])
+
+
+def test_prompt_longer_than_positions_is_refused():
     with pytest.raises(ValueError, match="max_positions"):
-        generate(tiny_decoder(), torch.randint(1, 97, (1, 150)), max_new_tokens=20)
+        generate(tiny_decoder(), torch.randint(1, 97, (1, 170)), max_new_tokens=5)
 
 
 def test_model_generate_method_uses_the_config_eos():

@@ -47,6 +47,9 @@ def generate(
 ) -> Tensor:
     """Continue each prompt of input_ids (B, T) by up to max_new_tokens; returns (B, T + new).
 
+    Generation may run past the model's context (max_positions): when it is full, decoding goes
+    on from the latest max_positions/2 tokens, as a sliding window that moves in half-steps.
+
     attention_mask (B, T), 1 = real token, for left-padded prompts. A row that produces eos_id
     is finished: later positions are filled with pad_id (eos_id if there is no pad). on_tokens
     receives each step's new tokens (B,) and may return True to stop early (stop strings).
@@ -59,10 +62,9 @@ def generate(
     input_ids = input_ids.to(device)
     batch, prompt_len = input_ids.shape
     max_positions = model.config.max_positions
-    if prompt_len + max_new_tokens > max_positions:
+    if prompt_len > max_positions:
         raise ValueError(
-            f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} exceeds max_positions = {max_positions}; "
-            "shorten the prompt or ask for fewer tokens"
+            f"the prompt has {prompt_len} tokens, more than max_positions = {max_positions}; keep its last tokens"
         )
     # Only left padding needs a mask: tokens after a row's eos are never read by that row.
     if attention_mask is not None and bool(attention_mask.all()):
@@ -71,11 +73,18 @@ def generate(
         attention_mask = attention_mask.to(device).bool()
     fill_id = pad_id if pad_id is not None else eos_id
 
-    cache = model.new_cache(prompt_len + max_new_tokens)
+    cache = model.new_cache(min(prompt_len + max_new_tokens, max_positions))
     sequence = input_ids
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     step_ids = input_ids
     for _ in range(max_new_tokens):
+        if cache.length + step_ids.shape[1] > max_positions:
+            # The context is full: continue from a fresh cache holding the latest half of the text
+            # (one prefill per max_positions/2 tokens, instead of recomputing a window every step).
+            keep = max_positions // 2
+            step_ids = sequence[:, -keep:]
+            attention_mask = attention_mask[:, -keep:] if attention_mask is not None else None
+            cache = model.new_cache(max_positions)
         logits = model.decode_step(step_ids, cache, attention_mask=attention_mask)[:, -1, :].float()
         logits = apply_repetition_penalty(logits, sequence, repetition_penalty)
         next_ids = choose_next(logits, do_sample, temperature, top_k, top_p, generator)

@@ -46,10 +46,7 @@ def generate_text(
     stop: strings that end a continuation (the stop string itself is cut off).
     on_text(row, piece) receives the text of each row as it is produced (for streaming).
     """
-    max_positions = model.config.max_positions
-    max_new_tokens = min(max_new_tokens, max_positions - 1)
-    room = max_positions - max_new_tokens
-    encoded = [encode_prompt(tokenizer, p, room) for p in prompts]
+    encoded = [encode_prompt(tokenizer, p, model.config.max_positions - 1) for p in prompts]
     ids, mask = left_pad(encoded, tokenizer.pad_id if tokenizer.pad_id is not None else 0)
     stops = [s for s in (stop or []) if s]
     generated: list[list[int]] = [[] for _ in prompts]
