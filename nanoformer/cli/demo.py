@@ -28,8 +28,12 @@ def _run(argv: list[str]) -> None:
         raise UserError(f"demo step `nanoformer {argv[0]}` failed (exit code {code}); see the message above")
 
 
-def _train(config: Path, out: Path, minutes: float) -> None:
-    _run(["train", str(config), "--out", str(out), "--set", f'train.max_time="{minutes}m"'])
+def _train(config: Path, out: Path, minutes: float, warmup_steps: int | None = None) -> None:
+    """Train a repository config for a few minutes; a shorter warm-up suits the short budget."""
+    overrides = ["--set", f'train.max_time="{minutes}m"']
+    if warmup_steps is not None:
+        overrides += ["--set", f"train.warmup_steps={warmup_steps}"]
+    _run(["train", str(config), "--out", str(out), *overrides])
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -47,12 +51,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     print(f"\n== 2/4 Translation (encoder-decoder with cross-attention): Korean→English, {args.translation_minutes} minutes")
     print("   The corpus is small (about 7k sentence pairs), so expect rough translations.")
-    _train(configs / "ko_en.toml", translation, args.translation_minutes)
-    _run(["translate", str(translation), NOTE_SENTENCE, "--beam-size", "4"])
-    _run(["translate", str(translation), "나는 책을 읽는다", "--beam-size", "4"])
+    _train(configs / "ko_en.toml", translation, args.translation_minutes, warmup_steps=100)
+    for sentence in (NOTE_SENTENCE, "나는 책을 읽는다"):
+        _run(["translate", str(translation), sentence, "--beam-size", "4", "--max-len-a", "2", "--max-len-b", "5"])
 
     print(f"\n== 3/4 BERT (encoder only, masked-language modelling): Korean text, {args.bert_minutes} minutes")
-    _train(configs / "bert_mlm_ko.toml", bert, args.bert_minutes)
+    _train(configs / "bert_mlm_ko.toml", bert, args.bert_minutes, warmup_steps=50)
     _run(["fill-mask", str(bert), "나는 [MASK]에 갔다", "--top-k", "5"])
 
     print("\n== 4/4 Look inside: attention weights and positional encodings")
@@ -81,6 +85,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--configs", default="configs", help="folder of the repository's configs")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--gpt-minutes", type=float, default=3.0)
-    demo.add_argument("--translation-minutes", type=float, default=4.0)
-    demo.add_argument("--bert-minutes", type=float, default=2.5)
+    demo.add_argument("--translation-minutes", type=float, default=5.0)
+    demo.add_argument("--bert-minutes", type=float, default=4.0)
     demo.set_defaults(handler=cmd_demo)
