@@ -17,8 +17,9 @@ from torch import Tensor
 
 
 class LayerCache:
-    """One layer's self-attention keys and values in one buffer (2, B, H, capacity, d_head),
-    and its cross-attention K/V. Keys and values share a buffer so that one copy stores both."""
+    """One layer's self-attention keys and values in one buffer (B, 2, H, capacity, d_head),
+    and its cross-attention K/V. Keys and values share a buffer so that one copy stores both,
+    and the batch comes first so that beam search reorders one contiguous block per row."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -29,11 +30,11 @@ class LayerCache:
 
     @property
     def k(self) -> Tensor | None:
-        return None if self.kv is None else self.kv[0]
+        return None if self.kv is None else self.kv[:, 0]
 
     @property
     def v(self) -> Tensor | None:
-        return None if self.kv is None else self.kv[1]
+        return None if self.kv is None else self.kv[:, 1]
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write new keys/values (B, H, T, d) after the cached ones; return views of all so far."""
@@ -43,21 +44,21 @@ class LayerCache:
         """Like `append`, for keys and values stacked as (2, B, H, T, d)."""
         new_length = self.length + kv.shape[3]
         if self.kv is None:
-            shape = (2, kv.shape[1], kv.shape[2], max(self.capacity, new_length), kv.shape[4])
+            shape = (kv.shape[1], 2, kv.shape[2], max(self.capacity, new_length), kv.shape[4])
             self.kv = kv.new_empty(shape)
         elif new_length > self.kv.shape[3]:
             # Rare: generation ran past the planned capacity. Grow geometrically, so appends stay
             # amortised O(1) per token.
             grow = max(new_length, 2 * self.kv.shape[3]) - self.kv.shape[3]
             self.kv = torch.nn.functional.pad(self.kv, (0, 0, 0, grow))
-        self.kv[:, :, :, self.length : new_length] = kv
+        self.kv[:, :, :, self.length : new_length] = kv.transpose(0, 1)
         self.length = new_length
-        return self.kv[0, :, :, :new_length], self.kv[1, :, :, :new_length]
+        return self.kv[:, 0, :, :new_length], self.kv[:, 1, :, :new_length]
 
     def reorder(self, indices: Tensor) -> None:
         """Keep batch rows `indices`, in that order (beam search; dropping finished rows)."""
         if self.kv is not None:
-            self.kv = self.kv.index_select(1, indices)
+            self.kv = self.kv.index_select(0, indices)
         if self.cross_k is not None:
             self.cross_k = self.cross_k.index_select(0, indices)
         if self.cross_v is not None:
