@@ -113,6 +113,7 @@ def train_family(family: Family, runs: Path, minutes: float, quick: bool) -> tup
     overrides = list(family.quick) if quick else [
         f'train.max_time="{max(0.5, minutes * family.share):.2f}m"', "train.max_steps=1000000",
         "train.eval_interval=50", "train.eval_batches=5", "train.keep_last=0",
+        "train.warmup_steps=100",  # the configs' warm-ups are sized for hour-long runs
     ]
     start = time.time()
     cli("train", config, "--out", run_dir, "--quiet", *[a for o in overrides for a in ("--set", o)])
