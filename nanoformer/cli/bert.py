@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from nanoformer.cli.common import DEVICES, load_checkpoint, require_arch
+from nanoformer.cli.general import add_run_arguments
 from nanoformer.errors import UserError
 
 
@@ -289,11 +290,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     fine = commands.add_parser("finetune", help="fine-tune an encoder as a classifier from a TOML config")
     fine.add_argument("config", help="a TOML file with [model] (init_from = a pre-trained run), [data] and [train]")
     fine.add_argument("--init-from", help="the pre-trained run or checkpoint folder (overrides [model] init_from)")
-    fine.add_argument("--out", help="run folder (default: runs/CONFIG_NAME)")
-    fine.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
-    fine.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    fine.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="shorthand for --set train.device=...")
-    fine.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_arguments(fine)
     fine.set_defaults(handler=cmd_finetune)
 
     cls = commands.add_parser("classify", help="classify sentences (or sentence pairs) with a fine-tuned encoder")

@@ -102,6 +102,15 @@ def cmd_export_hf(args: argparse.Namespace) -> None:
 
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that runs `run_training` (train, finetune)."""
+    parser.add_argument("--out", help="run folder (default: runs/CONFIG_NAME)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--device", choices=DEVICES, help="shorthand for --set train.device=...")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
 
     info = commands.add_parser("info", help="print a model's config and parameter table")
@@ -111,11 +120,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     train = commands.add_parser("train", help="train a model from a TOML config")
     train.add_argument("config", help="a TOML file with [model], [data] and [train] sections (see configs/)")
-    train.add_argument("--out", help="run folder (default: runs/CONFIG_NAME)")
-    train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="shorthand for --set train.device=...")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_arguments(train)
     train.set_defaults(handler=cmd_train)
 
     ev = commands.add_parser("evaluate", help="evaluate a checkpoint: perplexity (GPT), BLEU/chrF (translation), MLM accuracy (BERT)")
