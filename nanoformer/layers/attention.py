@@ -148,14 +148,14 @@ class MultiHeadAttention(nn.Module):
                     cache.cross_k, cache.cross_v = k, v
         else:
             batch, length, _ = x.shape
-            qkv = self.qkv_proj(x).view(batch, length, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv.unbind(0)
+            qkv = self.qkv_proj(x).view(batch, length, 3, self.n_heads, self.d_head).permute(0, 2, 3, 1, 4)
+            q, k, v = qkv.unbind(1)  # each (B, H, T, d)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
                 if cache is not None:
                     k, v = cache.append(k, v)
             elif cache is not None:
-                k, v = cache.append_kv(qkv[1:])  # keys and values in one copy
+                k, v = cache.append_kv(qkv[:, 1:])  # keys and values in one copy
         out, weights = scaled_dot_product_attention(
             q,
             k,

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from nanoformer.config import ModelConfig
 from nanoformer.layers.attention import MultiHeadAttention
 from nanoformer.layers.cache import KVCache, LayerCache
+from nanoformer.layers.fast_decode import fast_decode_step, make_plan
 from nanoformer.layers.feedforward import FeedForward
 from nanoformer.layers.norms import make_norm
 from nanoformer.layers.positional import RotaryEmbedding, alibi_bias, alibi_slopes
@@ -210,6 +211,14 @@ class Decoder(_Stack):
         """
         key_len = x.shape[1] + (cache.length if cache is not None else 0)
         bias, rope = self.relative_positions(position_ids, x.shape[1], key_len)
+        if cache is not None and x.shape[1] == 1 and not need_weights:
+            # One token per row with a cache: the same computation without module dispatch,
+            # planned once per cache (see layers/fast_decode.py).
+            if cache.plan is None:
+                cache.plan = make_plan(self) or "modules"
+            if cache.plan != "modules":
+                hidden = fast_decode_step(cache.plan, x, cache, self_mask, memory, memory_mask, bias, rope)
+                return StackOutput(self.finish(hidden))
         self_attentions = [] if need_weights else None
         cross_attentions = [] if need_weights else None
         for i, layer in enumerate(self.layers):

@@ -38,20 +38,20 @@ class LayerCache:
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write new keys/values (B, H, T, d) after the cached ones; return views of all so far."""
-        return self.append_kv(torch.stack((k, v)))
+        return self.append_kv(torch.stack((k, v), dim=1))
 
     def append_kv(self, kv: Tensor) -> tuple[Tensor, Tensor]:
-        """Like `append`, for keys and values stacked as (2, B, H, T, d)."""
+        """Like `append`, for keys and values stacked as (B, 2, H, T, d)."""
         new_length = self.length + kv.shape[3]
         if self.kv is None:
-            shape = (kv.shape[1], 2, kv.shape[2], max(self.capacity, new_length), kv.shape[4])
+            shape = (kv.shape[0], 2, kv.shape[2], max(self.capacity, new_length), kv.shape[4])
             self.kv = kv.new_empty(shape)
         elif new_length > self.kv.shape[3]:
             # Rare: generation ran past the planned capacity. Grow geometrically, so appends stay
             # amortised O(1) per token.
             grow = max(new_length, 2 * self.kv.shape[3]) - self.kv.shape[3]
             self.kv = torch.nn.functional.pad(self.kv, (0, 0, 0, grow))
-        self.kv[:, :, :, self.length : new_length] = kv.transpose(0, 1)
+        self.kv[:, :, :, self.length : new_length] = kv
         self.length = new_length
         return self.kv[:, 0, :, :new_length], self.kv[:, 1, :, :new_length]
 
@@ -76,6 +76,9 @@ class KVCache:
 
     def __init__(self, n_layers: int, capacity: int) -> None:
         self.layers = [LayerCache(capacity) for _ in range(n_layers)]
+        # How the decoder steps one token with this cache: a `fast_decode.DecodePlan`, or
+        # "modules"; decided on the first such step, so once per generation.
+        self.plan: object | None = None
 
     @property
     def length(self) -> int:
