@@ -405,6 +405,8 @@ def interrupting_loss(at_call: int, how: str):
             if calls["n"] == at_call:
                 if how == "signal":
                     signal.raise_signal(signal.SIGINT)  # a real Ctrl-C
+                elif how == "sigterm":
+                    signal.raise_signal(signal.SIGTERM)  # kill, timeout, a cluster's pre-emption
                 else:
                     raise KeyboardInterrupt  # an interrupt in the middle of a step
         return lm_loss(model, batch)
@@ -412,7 +414,7 @@ def interrupting_loss(at_call: int, how: str):
     return loss_fn
 
 
-@pytest.mark.parametrize("how", ["signal", "exception"])
+@pytest.mark.parametrize("how", ["signal", "sigterm", "exception"])
 def test_interrupt_then_resume_equals_uninterrupted_run(tmp_path, how, capsys):
     # dropout is on and the data draws from torch, numpy and Python RNGs; grad accumulation 2
     kw = dict(grad_accum_steps=2, checkpoint_interval=3)
@@ -420,7 +422,7 @@ def test_interrupt_then_resume_equals_uninterrupted_run(tmp_path, how, capsys):
 
     first = make_trainer(tmp_path / "run", loss_fn=interrupting_loss(at_call=11, how=how), **kw).fit()
     assert first.interrupted and first.checkpoint == tmp_path / "run" / "checkpoints" / "last"
-    assert first.step == (6 if how == "signal" else 5)  # Ctrl-C finishes its step; an exception drops it
+    assert first.step == (5 if how == "exception" else 6)  # a signal lets its step finish; an exception drops it
     assert "resumable checkpoint saved to" in capsys.readouterr().err
     assert read_trainer_state(tmp_path / "run")["step"] == first.step
 

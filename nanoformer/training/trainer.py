@@ -487,18 +487,23 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _catch_sigint(self) -> Callable[[], None]:
-        """Turn the first Ctrl-C into a request to stop after this step; returns an undo function."""
+        """Turn the first Ctrl-C or SIGTERM into a request to stop after this step; returns an undo function.
+
+        SIGTERM is what `kill`, `timeout` and cluster schedulers send before they pull the plug:
+        it gets the same graceful stop, so a pre-empted run leaves a resumable checkpoint.
+        """
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
 
-        def on_sigint(signum: int, frame: Any) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
-            self._say("Ctrl-C: stopping after this step and saving a resumable checkpoint (again to stop at once).")
+            what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            self._say(f"{what}: stopping after this step and saving a resumable checkpoint (again to stop at once).")
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        return lambda: signal.signal(signal.SIGINT, previous)
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
 
     def _postfix(self, record: dict[str, Any], start_step: int, max_time: float | None) -> str:
         """Loss, throughput and the ETA: from the step rate, or the time budget if that ends first."""
