@@ -316,3 +316,31 @@ def test_real_tinyshakespeare_char_level(tmp_path) -> None:
     data = LMData.from_files(files, tok, tmp_path / "cache")
     assert len(data) == 1_115_394 and data.tokens.dtype == np.uint16
     assert tok.decode(data.tokens[:14].tolist()) == "First Citizen:"
+
+
+def test_tokenizing_progress_counts_file_bytes_to_the_end(tmp_path, char, monkeypatch) -> None:
+    """A JSONL file's text is a fraction of its bytes; the bar must still end at 100%."""
+
+    class Bar:
+        instances: list["Bar"] = []
+
+        def __init__(self, total, **kwargs):
+            self.total, self.n = total, 0
+            Bar.instances.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            assert n >= 0
+            self.n += n
+
+    monkeypatch.setattr(lm, "tqdm", Bar)
+    rows = [json.dumps({"text": "abc " * 50, "id": i, "meta": "x" * 200}) for i in range(300)]
+    files = [write(tmp_path / "a.jsonl", "\n".join(rows) + "\n"), write(tmp_path / "b.txt", "hello world\n" * 500)]
+    build_token_cache(files, char, tmp_path / "cache", progress=True)
+    (bar,) = Bar.instances
+    assert bar.n == bar.total == sum(f.stat().st_size for f in files)

@@ -79,13 +79,21 @@ def build_token_cache(
                 data = path.read_bytes()  # hash exactly the bytes that get tokenized
                 sources.append({"path": str(path), "size": len(data), "mtime": stat.st_mtime,
                                 "sha256": hashlib.sha256(data).hexdigest()})
-                chunks = list(_chunks(decode_text(data, path)))
+                text = decode_text(data, path)
+                chunks = list(_chunks(text))
+                # The bar counts file bytes; a JSONL file's text is only part of them, so each
+                # chunk advances it by its share of the file.
+                scale = len(data) / max(1, len(text.encode("utf-8")))
+                advanced = 0
                 for i in range(0, len(chunks), 8):
                     group = chunks[i:i + 8]
                     for ids in tokenizer.encode_batch(group):
                         np.asarray(ids, dtype=dtype).tofile(out)
                         count += len(ids)
-                    bar.update(sum(len(c.encode("utf-8")) for c in group))
+                    step = min(len(data) - advanced, round(scale * sum(len(c.encode("utf-8")) for c in group)))
+                    bar.update(step)
+                    advanced += step
+                bar.update(len(data) - advanced)
         if count == 0:
             raise UserError(f"{files[0]}: the text gave no tokens; check the files and tokenizer")
         os.replace(tmp, bin_path)
