@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from nanoformer.config import ATTENTION_IMPLS
 from nanoformer.layers.cache import LayerCache
+from nanoformer.layers.dropout import dropout
 from nanoformer.layers.masks import causal_mask
 from nanoformer.layers.positional import apply_rotary
 
@@ -46,8 +47,11 @@ def scaled_dot_product_attention(
     """
     query_len, key_len = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    # With attention dropout on the CPU, torch's fused kernels fall back to the written-out
+    # formula anyway, with a slow Bernoulli mask; ours draws it cheaply (layers/dropout.py).
+    explicit = need_weights or impl == "math" or (dropout_p > 0 and q.device.type == "cpu")
     if causal and query_len > 1:
-        if mask is None and bias is None and query_len == key_len and not need_weights and impl == "sdpa":
+        if mask is None and bias is None and query_len == key_len and not explicit:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale)
             return out, None
         tri = causal_mask(query_len, key_len, offset=key_len - query_len, device=q.device)
@@ -59,8 +63,8 @@ def scaled_dot_product_attention(
         empty_rows = ~mask.any(dim=-1, keepdim=True)
         mask = mask | empty_rows
 
-    if need_weights or impl == "math":
-        scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if explicit:
+        scores = torch.matmul(q * scale, k.transpose(-2, -1))  # scaling q is cheaper than the scores
         if bias is not None:
             scores = scores + bias
         if mask is not None:
@@ -68,7 +72,7 @@ def scaled_dot_product_attention(
         weights = torch.softmax(scores, dim=-1)
         if empty_rows is not None:
             weights = weights.masked_fill(empty_rows, 0.0)
-        dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+        dropped = dropout(weights, dropout_p) if dropout_p > 0 else weights
         return torch.matmul(dropped, v), (weights if need_weights else None)
 
     attn_mask: Tensor | None = mask

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from nanoformer.config import ModelConfig
 from nanoformer.layers.attention import MultiHeadAttention
 from nanoformer.layers.cache import KVCache, LayerCache
+from nanoformer.layers.dropout import Dropout
 from nanoformer.layers.fast_decode import fast_decode_step, make_plan
 from nanoformer.layers.feedforward import FeedForward
 from nanoformer.layers.norms import make_norm
@@ -40,7 +41,7 @@ class _ResidualLayer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.pre_norm = config.norm_position == "pre"
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def before(self, norm: nn.Module, x: Tensor) -> Tensor:
         """The sublayer's input: LN(x) for pre-LN, x itself for post-LN."""

@@ -12,6 +12,7 @@ import math
 from torch import Tensor, nn
 
 from nanoformer.config import ModelConfig
+from nanoformer.layers.dropout import Dropout
 from nanoformer.layers.norms import make_norm
 from nanoformer.layers.positional import LearnedPositions, SinusoidalPositions
 
@@ -43,7 +44,7 @@ class Embeddings(nn.Module):
             self.positions = SinusoidalPositions(max_positions, d_model, sinusoidal_layout)
         self.token_types = nn.Embedding(type_vocab_size, d_model) if type_vocab_size else None
         self.norm = make_norm(norm, d_model, norm_eps, norm_bias) if norm else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     @classmethod
     def from_config(cls, config: ModelConfig, vocab_size: int, type_vocab_size: int = 0) -> "Embeddings":

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from nanoformer.config import ModelConfig
 from nanoformer.layers.blocks import Encoder, StackOutput
+from nanoformer.layers.dropout import Dropout
 from nanoformer.layers.embedding import Embeddings
 from nanoformer.layers.feedforward import activation_fn
 from nanoformer.layers.masks import padding_mask
@@ -60,7 +61,7 @@ class ClassificationHead(nn.Module):
         super().__init__()
         self.pooling = config.classifier_pooling
         self.dense = nn.Linear(config.d_model, config.d_model) if self.pooling == "cls" else None
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.out = nn.Linear(config.d_model, config.num_labels)
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
