@@ -19,7 +19,8 @@ times slower than fewer threads (OpenMP threads wait for each other on busy core
 `--threads 1` there (measured here: a 2.5k-token training step of this model took 2.3 s on one
 thread and 9.9 s on two while other jobs ran). On an idle machine the default should be faster.
 
-If it is interrupted, `--resume` continues the run from its last checkpoint and skips the marks
+If it is interrupted (Ctrl-C or SIGTERM let the current step finish and save a checkpoint),
+`--resume` continues the run from there, counting only training time, and skips the marks
 already scored. `--average N` also scores the mean of the last N numbered checkpoints at each
 mark (the paper's checkpoint averaging).
 """
@@ -120,6 +121,10 @@ def main() -> None:
         started = time.perf_counter()
         result = train(run, run_dir, resume=resume, progress=args.progress)
         resume = True
+        if result.stopped_by == "interrupt":  # Ctrl-C or SIGTERM: not a mark; the checkpoint is resumable
+            print(f"interrupted before the {minutes:g}-minute mark at step {result.step}; continue with --resume",
+                  file=sys.stderr)
+            return
         last = run_dir / "checkpoints" / "last"
         state = read_trainer_state(last)
         copy_model_only(last, mark_dir)
