@@ -7,8 +7,10 @@ dot products of wide vectors from saturating the softmax.
 Two paths share one interface:
 - "math": the formula written out; it can return the attention weights for inspection;
 - "sdpa": torch's fused `scaled_dot_product_attention` (flash / memory-efficient kernels).
-`need_weights=True` always takes the math path. Masks follow `masks.py`: True = may attend.
-A query whose keys are all masked gets a zero output (never NaN, forward or backward).
+`need_weights=True` always takes the math path, and so does attention dropout on the CPU (torch's
+kernels fall back to the formula anyway; ours draws the dropout mask cheaply, see dropout.py).
+Masks follow `masks.py`: True = may attend. A query whose keys are all masked gets a zero output
+(never NaN, forward or backward).
 """
 
 from __future__ import annotations

@@ -78,10 +78,14 @@ class DecodePlan:
 
 def make_plan(decoder: nn.Module) -> DecodePlan | None:
     """The plan for `decoder`, or None if the fast path would not compute exactly what its layers do."""
+    from nanoformer.layers.blocks import DecoderLayer  # blocks.py calls this module: import at call time
+
     if decoder.training or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         return None
     plans = []
     for layer in decoder.layers:
+        if type(layer) is not DecoderLayer:  # a subclass may compute something else
+            return None
         attn, cross, ffn = layer.self_attn, layer.cross_attn, layer.ffn
         if type(ffn) is not FeedForward or not (_plain(layer) and _plain(ffn)):
             return None
@@ -134,9 +138,10 @@ def fast_decode_step(
     """
     batch = x.shape[0]
     pre_norm = plan.pre_norm
-    if bias is not None and self_mask is not None:
-        bias = bias.masked_fill(~self_mask, float("-inf"))
-    self_mask = bias if bias is not None else self_mask
+    # One additive or boolean mask for self-attention, as attention.py combines them.
+    attn_mask = self_mask
+    if bias is not None:
+        attn_mask = bias if self_mask is None else bias.masked_fill(~self_mask, float("-inf"))
     for p, layer_cache in zip(plan.layers, cache.layers):
         heads, d_head = p.heads, p.d_head
         scale = 1.0 / math.sqrt(d_head)  # the expression attention.py uses, so results match to the bit
@@ -151,7 +156,7 @@ def fast_decode_step(
             k, v = layer_cache.append(apply_rotary(qkv[:, 1], *rope), qkv[:, 2])
         else:
             k, v = layer_cache.append_kv(qkv[:, 1:])
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self_mask, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
         out = F.linear(out.view(batch, 1, heads * d_head), *p.self_out)
         x = x + out if pre_norm else p.self_norm(x + out)
 
