@@ -26,7 +26,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from nanoformer.data.mlm import MLMBatches, Masker, build_sequences, sequences_from_config  # noqa: E402
+from nanoformer.data.mlm import (  # noqa: E402
+    Masker,
+    MLMBatches,
+    build_sequences,
+    sequences_from_config,
+)
+from nanoformer.evaluation.mlm import evaluate_mlm  # noqa: E402
 from nanoformer.interop import to_hf  # noqa: E402
 from nanoformer.models import EncoderModel  # noqa: E402
 from nanoformer.recipes.mlm import encoder_config, mlm_loss, train_tokenizer  # noqa: E402
@@ -68,21 +74,15 @@ def hf_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
     return model(**batch).loss
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: MLMBatches, n_batches: int, hf: bool) -> dict[str, float]:
-    model.eval()
-    correct = total = 0
-    loss_sum = 0.0
-    for batch in batches.eval_batches("val", n_batches):
-        labels = batch["labels"]
-        selected = labels != -100
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits[selected] if hf else model(**inputs, masked_positions=selected)
-        loss_sum += torch.nn.functional.cross_entropy(logits, labels[selected], reduction="sum").item()
-        correct += int((logits.argmax(-1) == labels[selected]).sum())
-        total += int(selected.sum())
-    return {"masked_accuracy": round(correct / total, 4), "masked_loss": round(loss_sum / total, 4),
-            "masked_tokens": total}
+class MaskedLogits(torch.nn.Module):
+    """HF's `BertForMaskedLM` behind our `masked_positions` interface, so one evaluation serves both."""
+
+    def __init__(self, hf: torch.nn.Module) -> None:
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, masked_positions: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.hf(**inputs).logits[masked_positions]
 
 
 def main() -> None:
@@ -139,8 +139,11 @@ def main() -> None:
     for side in sides:
         result[f"{side.name}_steps"] = side.steps
         result[f"{side.name}_train_loss_last"] = round(side.last_loss, 4)
-        for key, value in evaluate(side.model, batches(), args.eval_batches, side.name == "hf").items():
-            result[f"{side.name}_{key}"] = value
+        model = MaskedLogits(side.model) if side.name == "hf" else side.model
+        scores = evaluate_mlm(model, batches().eval_batches("val", args.eval_batches))
+        result[f"{side.name}_masked_accuracy"] = round(scores.accuracy, 4)
+        result[f"{side.name}_masked_loss"] = round(scores.loss, 4)
+        result[f"{side.name}_masked_tokens"] = scores.masked_tokens
     write_result("bert_ko_mlm", result, args.out)
 
 

@@ -56,6 +56,7 @@ class LayerPlan:
 
     heads: int
     d_head: int
+    scale: float  # 1/√d_head, the expression attention.py uses, so results match to the bit
     self_norm: Callable[[Tensor], Tensor]
     qkv: tuple[Tensor, Tensor | None]
     self_out: tuple[Tensor, Tensor | None]
@@ -78,7 +79,8 @@ class DecodePlan:
 
 def make_plan(decoder: nn.Module) -> DecodePlan | None:
     """The plan for `decoder`, or None if the fast path would not compute exactly what its layers do."""
-    from nanoformer.layers.blocks import DecoderLayer  # blocks.py calls this module: import at call time
+    # blocks.py calls this module, so the layer class is imported at call time.
+    from nanoformer.layers.blocks import DecoderLayer
 
     if decoder.training or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         return None
@@ -104,6 +106,7 @@ def make_plan(decoder: nn.Module) -> DecodePlan | None:
             LayerPlan(
                 heads=attn.n_heads,
                 d_head=attn.d_head,
+                scale=1.0 / math.sqrt(attn.d_head),
                 self_norm=_norm_fn(layer.self_attn_norm),
                 qkv=_weights(attn.qkv_proj),
                 self_out=_weights(attn.out_proj),
@@ -143,8 +146,7 @@ def fast_decode_step(
     if bias is not None:
         attn_mask = bias if self_mask is None else bias.masked_fill(~self_mask, float("-inf"))
     for p, layer_cache in zip(plan.layers, cache.layers):
-        heads, d_head = p.heads, p.d_head
-        scale = 1.0 / math.sqrt(d_head)  # the expression attention.py uses, so results match to the bit
+        heads, d_head, scale = p.heads, p.d_head, p.scale
 
         # Masked self-attention over the cache plus this token (causality is implicit: the cache
         # holds only the past).
