@@ -10,11 +10,14 @@ import torch
 from nanoformer.data.classification import encode_example, label_set, read_examples
 from nanoformer.data.mlm import (
     MLMBatches,
+    MLMDataConfig,
     Masker,
     assemble,
+    build_sequences,
     encode_masked_text,
     pack_units,
     read_units,
+    sequences_from_config,
     split_sentences,
 )
 from nanoformer.errors import UserError
@@ -173,6 +176,30 @@ def test_units_from_each_format(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"review": "좋아요"}\n{"review": "별로"}\n', encoding="utf-8")
     assert read_units(tmp_path / "d.jsonl") == ["좋아요", "별로"]
     assert split_sentences("끝났다. 다음!  그리고") == ["끝났다.", "다음!", "그리고"]
+
+
+def test_label_first_files_join_the_corpus_without_their_labels(tmp_path, tokenizer):
+    """Task-adaptive pre-training reads SST-2-style "<label> <text>" lines; the label never becomes a token."""
+    (tmp_path / "book.txt").write_text("the quick brown fox. jumps over lazy dogs.", encoding="utf-8")
+    (tmp_path / "task.train").write_text("1 나는 학교에 갔다\n0   그는 밥을 먹었다 \n\n7 the fox\n", encoding="utf-8")
+    assert read_units(tmp_path / "task.train", label_first=True) == ["나는 학교에 갔다", "그는 밥을 먹었다", "the fox"]
+    config = MLMDataConfig(path="book.txt", label_first=["task.train"], max_length=64, val_fraction=0.5)
+    files = sequences_from_config(config, tmp_path)
+    assert [f.name for f in files] == ["book.txt", "task.train"]
+    labelled = sequences_from_config(MLMDataConfig(label_first=["task.train"]), tmp_path)  # the task's text alone
+    assert [f.name for f in labelled] == ["task.train"]
+    splits = build_sequences(files, tokenizer, config, None, label_first=labelled)
+    every = np.concatenate([splits["train"].tokens, splits["val"].tokens])
+    expected = sum((tokenizer.encode(u) for u in ["the quick brown fox.", "jumps over lazy dogs.", "나는 학교에 갔다",
+                                                  "그는 밥을 먹었다", "the fox"]), [])
+    assert sorted(every.tolist()) == sorted(expected)  # every text token once, and no label
+    plain = build_sequences(files, tokenizer, config, None)  # without label_first the digits are text
+    assert plain["train"].num_tokens + plain["val"].num_tokens > len(expected)
+    (tmp_path / "bad.train").write_text("1 fine\nlonely\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.train:2: expected '<label> <text>'"):
+        read_units(tmp_path / "bad.train", label_first=True)
+    with pytest.raises(UserError, match="label_first"):
+        MLMDataConfig(path="book.txt", label_first=[3])
 
 
 def test_classification_files_and_their_errors(tmp_path, tokenizer):

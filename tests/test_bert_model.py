@@ -43,16 +43,39 @@ def test_parameter_count_closed_form(changes):
     assert (model.mlm_head is None) == bool(config.num_labels) == model.is_classifier
 
 
-def test_masked_positions_select_rows_of_the_full_logits():
+@pytest.mark.parametrize("changes", [{}, dict(norm_position="pre"), dict(positional="rope"), dict(positional="alibi"),
+                                     dict(attention_impl="math"), dict(norm="rmsnorm", activation="swiglu")])
+def test_masked_positions_select_rows_of_the_full_logits(changes):
+    """With masked_positions the last layer computes the selected positions alone: the same logits
+    and the same gradients as the full forward, for every position scheme and norm order."""
     torch.manual_seed(0)
-    model = EncoderModel(small()).eval()
+    model = EncoderModel(small(**changes)).eval()
     ids, mask = batch()
     selected = torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3
-    with torch.no_grad():
-        full = model(ids, attention_mask=mask)
-        part = model(ids, attention_mask=mask, masked_positions=selected)
+    selected[0] = False  # a row with nothing selected
+    selected[2, 1] = True
+    full = model(ids, attention_mask=mask)
+    part = model(ids, attention_mask=mask, masked_positions=selected)
     assert part.shape == (int(selected.sum()), 50)
-    assert torch.allclose(part, full[selected], atol=1e-6)
+    torch.testing.assert_close(part, full[selected], atol=2e-6, rtol=0)
+    target = torch.randn(part.shape, generator=torch.Generator().manual_seed(2))
+    full_grads = torch.autograd.grad((full[selected] * target).sum(), list(model.parameters()), allow_unused=True)
+    part_grads = torch.autograd.grad((part * target).sum(), list(model.parameters()), allow_unused=True)
+    for (name, _), a, b in zip(model.named_parameters(), full_grads, part_grads):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
+    with torch.no_grad():  # nothing selected at all
+        assert model(ids, attention_mask=mask, masked_positions=torch.zeros_like(selected)).shape == (0, 50)
+
+
+def test_cls_classifier_computes_the_last_layer_for_cls_alone():
+    torch.manual_seed(0)
+    model = EncoderModel(small(num_labels=3)).eval()
+    ids, mask = batch()
+    with torch.no_grad():
+        hidden = model.encode(ids, mask)
+        assert torch.allclose(model(ids, attention_mask=mask), model.classifier(hidden), atol=1e-6)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
@@ -103,12 +126,15 @@ def test_classifier_checkpoint_loads_and_init_from_keeps_the_encoder(tmp_path):
 
 
 def test_shipped_configs_parse(tmp_path):
-    for name in ("bert_mlm_ko", "bert_mlm_en"):
+    for name, norm_position in (("bert_mlm_ko", "post"), ("bert_mlm_en", "pre")):
         run = load_run_config(CONFIGS / f"{name}.toml")
-        assert run.data_kind == "mlm" and run.model.arch == "encoder" and run.model.norm_position == "post"
+        assert run.data_kind == "mlm" and run.model.arch == "encoder" and run.model.norm_position == norm_position
         assert run.data.max_length <= run.model.max_positions
     model = EncoderModel(ModelConfig.from_preset("bert-mini", vocab_size=200, n_layers=1, max_positions=128))
     save_checkpoint(tmp_path / "ckpt", model, {"model": model.config.to_dict()})
+    tapt = load_run_config(CONFIGS / "sst2_mlm.toml", [f"model.init_from={str(tmp_path / 'ckpt')!r}"])
+    assert tapt.data_kind == "mlm" and tapt.data.label_first and tapt.data.path is None
+    assert tapt.model.n_layers == 1 and tapt.data.max_length <= tapt.model.max_positions
     for name in ("sst2_finetune", "stylekqc_finetune"):
         run = load_finetune_config(CONFIGS / f"{name}.toml", init_from=str(tmp_path / "ckpt"))
         assert run.data_kind == "classification" and run.extra["init_from"] == str((tmp_path / "ckpt").resolve())

@@ -228,8 +228,9 @@ def evaluate_mlm(args: argparse.Namespace, model, tokenizer) -> None:
         split = args.split or "val"
         if split not in ("train", "val"):
             raise UserError(f"--split {split!r}: use 'val' (held out) or 'train'")
-        packed = build_sequences([Path(f) for f in data["files"]], tokenizer, config, cache_dir, seed=seed)[split]
-        source = data.get("path") or data.get("name")
+        packed = build_sequences([Path(f) for f in data["files"]], tokenizer, config, cache_dir, seed=seed,
+                                 label_first=[Path(f) for f in data.get("label_first_files", [])])[split]
+        source = data.get("path") or data.get("name") or data.get("label_first")
         source = ", ".join(source) if isinstance(source, list) else source
         what = f"{source} ({'validation' if split == 'val' else 'training'} split)"
     masker = Masker(tokenizer, config.mask_prob, config.mask_token_prob, config.random_token_prob, config.whole_word_mask)

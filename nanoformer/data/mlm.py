@@ -5,7 +5,9 @@ The encoder (BERT) family learns to fill in hidden words from both sides of thei
 1. *Units.* Each file is read as a stream of text units, in order: the sentences of a plain text
    file's paragraphs (a paragraph is the lines between blank lines), one record of a `.jsonl`
    file (its "text"/"review"/... field), one paragraph ("context") of a SQuAD-style `.json` file
-   such as KorQuAD, or one row's text column of a `.tsv`/`.csv` file (e.g. StyleKQC's "sentence").
+   such as KorQuAD, one row's text column of a `.tsv`/`.csv` file (e.g. StyleKQC's "sentence"),
+   or one line, its label dropped, of a file listed in `label_first` ("<label> <text>" lines, as
+   SST-2's): a task's own unlabelled text, for task-adaptive pre-training.
    The last `val_fraction` of each file's units is held out for validation.
 2. *Packing.* Consecutive units are packed into sequences of at most `max_length` tokens,
    [CLS] and [SEP] included, so little is spent on padding; a unit longer than that is cut into
@@ -34,7 +36,8 @@ import hashlib
 import io
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -71,11 +74,19 @@ class MLMDataConfig:
     whole_word_mask: bool = False
     val_fraction: float = 0.05  # the last part of every file
     text_column: str | None = None  # .tsv/.csv: the column holding the text (default: sentence, text, ...)
+    # Classification files of "<label> <text>" lines (e.g. sst2/stsa.binary.train) whose texts join
+    # the corpus, labels dropped: pre-training on the task's own domain (Gururangan et al., 2020).
+    label_first: list[str] = field(default_factory=list)
     cache_dir: str | None = None  # packed sequences; default RUN_DIR/data
 
     def __post_init__(self) -> None:
-        if self.name is None and self.path is None:
-            raise UserError("[data] needs `path` (a file, a folder or a list of them) or `name` (a standard set)")
+        if isinstance(self.label_first, str):
+            self.label_first = [self.label_first]
+        if not isinstance(self.label_first, list) or not all(isinstance(p, str) for p in self.label_first):
+            raise UserError(f"[data] label_first = {self.label_first!r}; expected a list of file paths")
+        if self.name is None and self.path is None and not self.label_first:
+            raise UserError("[data] needs `path` (a file, a folder or a list of them), `name` (a standard set) "
+                            "or `label_first` (labelled '<label> <text>' files)")
         if self.path is not None and not isinstance(self.path, (str, list)):
             raise UserError(f"[data] path = {self.path!r}; expected a string or a list of strings")
         if self.tokenizer not in ("wordpiece", "bpe", "char", "unigram"):
@@ -112,7 +123,7 @@ def split_sentences(paragraph: str) -> list[str]:
     return [s for s in (part.strip() for part in _SENTENCE_END.split(paragraph)) if s]
 
 
-def read_units(path: PathLike, text_column: str | None = None) -> list[str]:
+def read_units(path: PathLike, text_column: str | None = None, label_first: bool = False) -> list[str]:
     """The text units of one file, in order (see the module docstring for each format)."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -123,6 +134,8 @@ def read_units(path: PathLike, text_column: str | None = None) -> list[str]:
     if suffix == ".jsonl":
         return [line for line in decode_text(data, path).splitlines() if line.strip()]
     text = decode_text(data, path)
+    if label_first:
+        return _label_first_texts(text, path)
     if suffix == ".json":
         return _squad_contexts(text, path)
     if suffix in (".tsv", ".csv"):
@@ -130,6 +143,19 @@ def read_units(path: PathLike, text_column: str | None = None) -> list[str]:
     units: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
         units.extend(split_sentences(" ".join(paragraph.split())))
+    return units
+
+
+def _label_first_texts(text: str, path: Path) -> list[str]:
+    units = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) < 2:
+            raise UserError(f"{path}:{number}: expected '<label> <text>', got {line.strip()[:40]!r}; "
+                            "fix the line, or list the file under [data] path if it is plain text")
+        units.append(" ".join(parts[1].split()))
     return units
 
 
@@ -173,10 +199,11 @@ def _column_texts(text: str, path: Path, delimiter: str, column: str | None) -> 
     return units
 
 
-def corpus_texts(files: Sequence[Path], text_column: str | None = None) -> Iterator[str]:
-    """Every unit of every file, for training a tokenizer."""
+def corpus_texts(files: Sequence[Path], text_column: str | None = None,
+                 label_first: Collection[Path] = ()) -> Iterator[str]:
+    """Every unit of every file, for training a tokenizer (`label_first`: which files hold labelled lines)."""
     for path in files:
-        yield from read_units(path, text_column)
+        yield from read_units(path, text_column, label_first=path in label_first)
 
 
 # --------------------------------------------------------------------------- packing
@@ -244,9 +271,12 @@ def build_sequences(
     config: MLMDataConfig,
     cache_dir: PathLike | None,
     seed: int = 0,
+    label_first: Collection[Path] = (),
 ) -> dict[str, PackedSequences]:
-    """{"train": ..., "val": ...} packed from `files`, cached in `cache_dir` (None: no cache)."""
+    """{"train": ..., "val": ...} packed from `files`, cached in `cache_dir` (None: no cache);
+    the files in `label_first` are read as "<label> <text>" lines."""
     files = [Path(f).resolve() for f in files]
+    label_first = {Path(f).resolve() for f in label_first}
     key_material = {
         "format": CACHE_FORMAT,
         "files": [[str(f), sha256_file(f)] for f in files],
@@ -255,6 +285,7 @@ def build_sequences(
         "pairs": config.pairs,
         "val_fraction": config.val_fraction,
         "text_column": config.text_column,
+        "label_first": sorted(str(f) for f in files if f in label_first),
         "seed": seed,
     }
     key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
@@ -268,7 +299,7 @@ def build_sequences(
             pass  # a damaged cache is rebuilt
     units: dict[str, list[np.ndarray]] = {"train": [], "val": []}
     for path in files:
-        texts = read_units(path, config.text_column)
+        texts = read_units(path, config.text_column, label_first=path in label_first)
         if not texts:
             raise UserError(f"{path}: no text found in the file; leave it out of [data] path")
         n_val = int(len(texts) * config.val_fraction)
@@ -505,5 +536,11 @@ def _continuation_pieces(tokenizer: Tokenizer, word: str) -> list[int] | None:
 
 
 def sequences_from_config(config: MLMDataConfig, base_dir: Path | None) -> list[Path]:
-    """The files named by [data] path (or name)."""
-    return resolve_text_files(config.sources(), base_dir=base_dir)
+    """The files named by [data] path (or name), then those named by `label_first`."""
+    plain = resolve_text_files(config.sources(), base_dir=base_dir) if config.sources() is not None else []
+    return plain + label_first_files(config, base_dir)
+
+
+def label_first_files(config: MLMDataConfig, base_dir: Path | None) -> list[Path]:
+    """The files named by [data] label_first, resolved."""
+    return resolve_text_files(config.label_first, base_dir=base_dir) if config.label_first else []

@@ -86,6 +86,21 @@ def scaled_dot_product_attention(
     return out, None
 
 
+def select_queries(
+    positions: Tensor, q: Tensor, mask: Tensor | None, bias: Tensor | None
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The rows of q (B, H, T, d), and of a mask or bias with a query dimension, at `positions` (B, Tq)."""
+
+    def rows(t: Tensor) -> Tensor:
+        if t.shape[-2] == 1:  # one row for every query (a key mask)
+            return t
+        t = t.expand(positions.shape[0], *t.shape[1:])
+        index = positions[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[-1])
+        return t.gather(2, index)
+
+    return rows(q), (rows(mask) if mask is not None else None), (rows(bias) if bias is not None else None)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention: project, split into heads, attend per head, concat, project back.
 
@@ -134,12 +149,15 @@ class MultiHeadAttention(nn.Module):
         causal: bool = False,
         cache: LayerCache | None = None,
         need_weights: bool = False,
+        queries: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, T, D) queries. memory: (B, S, D) encoder states for cross-attention.
 
         rope: (cos, sin) for the new positions, applied to queries and keys (self-attention only).
         cache: this layer's cache; self-attention appends the new keys/values to it, and
         cross-attention computes memory keys/values once and reuses them afterwards.
+        queries: (B, Tq) positions of x whose outputs are wanted (self-attention without a
+        cache); every position still serves as a key and value. The output is then (B, Tq, D).
         Returns the output (B, T, D) and, if need_weights, the weights (B, H, T, T_keys).
         """
         if self.cross:
@@ -162,6 +180,10 @@ class MultiHeadAttention(nn.Module):
                     k, v = cache.append(k, v)
             elif cache is not None:
                 k, v = cache.append_kv(qkv[:, 1:])  # keys and values in one copy
+            if queries is not None:
+                if cache is not None:
+                    raise ValueError("queries= selects outputs of a whole sequence; it does not combine with a cache")
+                q, mask, bias = select_queries(queries, q, mask, bias)
         out, weights = scaled_dot_product_attention(
             q,
             k,

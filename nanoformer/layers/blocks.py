@@ -91,8 +91,15 @@ class EncoderLayer(_ResidualLayer):
         bias: Tensor | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
         need_weights: bool = False,
+        keep: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        h, weights = self.self_attn(self.before(self.self_attn_norm, x), mask=mask, bias=bias, rope=rope, need_weights=need_weights)
+        """keep: (B, Tq) positions whose outputs are wanted; the output is then (B, Tq, D).
+        Every position is still attended to, but only the kept ones pass the output projection
+        and the FFN, so a last layer feeding an MLM head on 15% of the tokens does a fraction of its work."""
+        h, weights = self.self_attn(self.before(self.self_attn_norm, x), mask=mask, bias=bias, rope=rope,
+                                    need_weights=need_weights, queries=keep)
+        if keep is not None:
+            x = x.gather(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         x = self.after(self.self_attn_norm, x, h)
         x = self.after(self.ffn_norm, x, self.ffn(self.before(self.ffn_norm, x)))
         return x, weights
@@ -177,13 +184,23 @@ class Encoder(_Stack):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(n_layers))
 
     def forward(
-        self, x: Tensor, position_ids: Tensor, mask: Tensor | None = None, need_weights: bool = False
+        self,
+        x: Tensor,
+        position_ids: Tensor,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+        keep: Tensor | None = None,
     ) -> StackOutput:
-        """x: embedded input (B, T, D); mask: (B, 1, 1, T) key mask, True = real token."""
+        """x: embedded input (B, T, D); mask: (B, 1, 1, T) key mask, True = real token.
+
+        keep: (B, Tq) positions whose final states are wanted; the last layer computes only those
+        and the hidden states come back (B, Tq, D)."""
         bias, rope = self.relative_positions(position_ids, x.shape[1], x.shape[1])
         attentions = [] if need_weights else None
-        for layer in self.layers:
-            x, weights = layer(x, mask=mask, bias=bias, rope=rope, need_weights=need_weights)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x, weights = layer(x, mask=mask, bias=bias, rope=rope, need_weights=need_weights,
+                               keep=keep if i == last else None)
             if attentions is not None:
                 attentions.append(weights)
         return StackOutput(self.finish(x), self_attentions=attentions)

@@ -102,7 +102,9 @@ class EncoderModel(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         need_weights: bool = False,
+        keep: Tensor | None = None,
     ) -> StackOutput:
+        """The encoder's states; with `keep` (B, Tq) positions, only those, (B, Tq, D)."""
         check_ids("input_ids", input_ids, self.config.vocab_size)
         check_length("input_ids", input_ids.shape[1], 0, self.config.max_positions)
         check_mask("attention_mask", attention_mask, input_ids)
@@ -114,7 +116,7 @@ class EncoderModel(nn.Module):
         # An all-ones mask hides nothing: dropping it lets attention take its unmasked fast path.
         has_padding = attention_mask is not None and not bool(attention_mask.all())
         mask = padding_mask(attention_mask) if has_padding else None
-        return self.encoder(x, position_ids, mask=mask, need_weights=need_weights)
+        return self.encoder(x, position_ids, mask=mask, need_weights=need_weights, keep=keep)
 
     def encode(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
@@ -135,15 +137,28 @@ class EncoderModel(nn.Module):
         and returns (N, V) logits in row-major order, which saves most of the head's work when
         training on 15% masked tokens.
         """
-        hidden = self.encode(input_ids, attention_mask, token_type_ids)
         if self.classifier is not None:
             if masked_positions is not None:
                 raise ValueError("masked_positions is for masked-LM models; this model is a classifier")
-            return self.classifier(hidden, attention_mask)
-        if masked_positions is not None:
-            check_same_shape("masked_positions", masked_positions, input_ids)
-            hidden = hidden[masked_positions.bool()]
-        return self.mlm_head(hidden)
+            if self.classifier.pooling == "cls":  # the pooler reads [CLS] alone: the last layer computes only it
+                first = torch.zeros(input_ids.shape[0], 1, dtype=torch.long, device=input_ids.device)
+                return self.classifier(self.run(input_ids, attention_mask, token_type_ids, keep=first).hidden)
+            return self.classifier(self.encode(input_ids, attention_mask, token_type_ids), attention_mask)
+        if masked_positions is None:
+            return self.mlm_head(self.encode(input_ids, attention_mask, token_type_ids))
+        check_same_shape("masked_positions", masked_positions, input_ids)
+        selected = masked_positions.bool()
+        counts = selected.sum(dim=1)
+        width = int(counts.max()) if selected.numel() else 0
+        if width == 0:
+            hidden = self.encode(input_ids, attention_mask, token_type_ids)
+            return self.mlm_head(hidden[selected])
+        # Each row's selected positions in order, padded to the longest row with position 0 (its
+        # outputs are dropped): the last layer then computes (B, width) states instead of (B, T).
+        keep = torch.sort((~selected).to(torch.int8), dim=1, stable=True).indices[:, :width]
+        hidden = self.run(input_ids, attention_mask, token_type_ids, keep=keep).hidden
+        real = torch.arange(width, device=counts.device) < counts.unsqueeze(1)
+        return self.mlm_head(hidden[real])  # row-major, as hidden[selected] would be
 
     def embed(
         self,

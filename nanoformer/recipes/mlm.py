@@ -11,12 +11,21 @@ it) continues pre-training from a checkpoint, with its tokenizer.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from nanoformer.data.mlm import MLMBatches, MLMDataConfig, Masker, build_sequences, corpus_texts, sequences_from_config
+from nanoformer.data.mlm import (
+    MLMBatches,
+    MLMDataConfig,
+    Masker,
+    build_sequences,
+    corpus_texts,
+    label_first_files,
+    sequences_from_config,
+)
 from nanoformer.errors import UserError
 from nanoformer.models import EncoderModel
 from nanoformer.run_config import RunConfig
@@ -36,8 +45,9 @@ def mlm_loss(model: nn.Module, batch: Batch) -> Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), labels[selected])
 
 
-def train_tokenizer(data: MLMDataConfig, files: list[Path], progress: bool = True) -> Tokenizer:
-    return tokenizer_from_texts(corpus_texts(files, data.text_column), data.tokenizer, data.vocab_size,
+def train_tokenizer(data: MLMDataConfig, files: list[Path], progress: bool = True,
+                    label_first: Collection[Path] = ()) -> Tokenizer:
+    return tokenizer_from_texts(corpus_texts(files, data.text_column, label_first), data.tokenizer, data.vocab_size,
                                 lowercase=data.lowercase, strip_accents=data.strip_accents, progress=progress)
 
 
@@ -72,6 +82,7 @@ def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progres
     run_dir = Path(run_dir)
     base_dir = run.source.parent if run.source else None
     files = sequences_from_config(data, base_dir)
+    labelled = label_first_files(data, base_dir)
     init_from = run.extra.get("init_from")
     rank = int(os.environ.get("RANK", "0"))
     tokenizer_path = run_dir / "tokenizer.json"
@@ -80,7 +91,7 @@ def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progres
     elif resume and tokenizer_path.is_file():
         tokenizer = Tokenizer.load(tokenizer_path)
     else:
-        tokenizer = train_tokenizer(data, files, progress=progress and rank == 0)
+        tokenizer = train_tokenizer(data, files, progress=progress and rank == 0, label_first=labelled)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(tokenizer_path)
@@ -99,7 +110,7 @@ def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progres
                         f"{model_config.type_vocab_size}; set type_vocab_size = 2 or pairs = false")
 
     cache_dir = Path(data.cache_dir) if data.cache_dir else run_dir / "data"
-    splits = build_sequences(files, tokenizer, data, cache_dir, seed=run.train.seed)
+    splits = build_sequences(files, tokenizer, data, cache_dir, seed=run.train.seed, label_first=labelled)
     masker = Masker(tokenizer, data.mask_prob, data.mask_token_prob, data.random_token_prob, data.whole_word_mask)
     batches = MLMBatches(splits, tokenizer, masker, run.train.batch_size, run.train.eval_batches,
                          seed=run.train.seed + rank, token_types=model_config.type_vocab_size > 0)
@@ -107,7 +118,8 @@ def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progres
     model = EncoderModel(model_config)
     if init_from and not resume:
         load_model_state(init_from, model)
-    extra = {"data": {**run.to_dict()["data"], "files": [str(f) for f in files]}}
+    extra = {"data": {**run.to_dict()["data"], "files": [str(f) for f in files],
+                      "label_first_files": [str(f) for f in labelled]}}
     if init_from:
         extra["init_from"] = str(init_from)
     trainer = Trainer(model, mlm_loss, batches, run.train, model_config, run_dir, tokenizer=tokenizer,
