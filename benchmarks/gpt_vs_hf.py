@@ -43,8 +43,11 @@ def build_models(args: argparse.Namespace):
 
 def train_step_fn(model, optimizer, batch, targets, hf: bool):
     def step() -> None:
-        logits = model(batch).logits if hf else model(batch)
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+        if hf:
+            logits = model(batch).logits
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+        else:  # the library's training loss (recipes/lm.py): the same value, no logits tensor
+            loss = model(batch, targets=targets)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

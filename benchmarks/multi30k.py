@@ -130,7 +130,7 @@ def main() -> None:
         copy_model_only(last, mark_dir)
         splits = run.data.test_splits or ["test_2016_flickr", "test_2017_flickr"]
         extra = {
-            "config": Path(args.config).name, "minutes": minutes, "step": result.step, "tokens_seen": result.tokens_seen,
+            "config": Path(args.config).name, "overrides": list(args.set), "minutes": minutes, "step": result.step, "tokens_seen": result.tokens_seen,
             "train_elapsed_s": round(state["elapsed_s"], 1), "val_loss": state.get("last_val_loss"),
             "stopped_by": result.stopped_by, "segment_wall_s": round(time.perf_counter() - started, 1),
             "threads": torch.get_num_threads(),

@@ -7,8 +7,10 @@ can be compared token for token.
 
 Three measurements, each interleaved in one process (see common.py):
 - training pairs/s: forward + label-smoothed (0.1) cross-entropy + backward + AdamW step, dropout
-  0.1, on real Multi30k de->en pairs tokenised with that BPE, batched by length (a sorted pool cut
-  at --max-tokens target tokens per batch, as fairseq's max_tokens); one round runs the same
+  0.1, each side's loss as its library computes it in training (HF: logits, then
+  F.cross_entropy; ours: `model(..., targets=)`, which never materialises the logits), on real
+  Multi30k de->en pairs tokenised with that BPE, batched by length (a sorted pool cut at
+  --max-tokens target tokens per batch, as fairseq's max_tokens); one round runs the same
   --train-batches batches on each model;
 - greedy and beam-4 sentences/s at batch 16 on the first sentences of test_2016_flickr.de, with
   opus-mt's generation settings on both sides (pad banned, eos forced at the limit, length_penalty
@@ -86,10 +88,10 @@ def train_round(model, optimizer, batches, hf: bool):
         for src, src_mask, tgt_in, labels in batches:
             if hf:
                 logits = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt_in).logits
-            else:
-                logits = model(src, tgt_in, src_padding_mask=src_mask)
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), label_smoothing=0.1,
-                                   ignore_index=-100)
+                loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), label_smoothing=0.1,
+                                       ignore_index=-100)
+            else:  # the library's training loss (recipes/translation.py): the same value, no logits tensor
+                loss = model(src, tgt_in, src_padding_mask=src_mask, targets=labels, label_smoothing=0.1)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

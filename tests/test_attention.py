@@ -351,6 +351,25 @@ def test_layer_cache_append_grow_reorder_trim():
         cache.trim(9)
 
 
+def test_layer_cache_reorders_in_turn_as_beam_search_does():
+    """Reorders after every append (rows grow 2 -> 6, stay, shrink to 3, grow again): the cache keeps
+    exactly the rows a list of tensors would, though it copies only filled positions and reuses
+    the buffer of the previous order."""
+    g = torch.Generator().manual_seed(3)
+    cache = LayerCache(capacity=8)
+    expected = torch.empty(2, 2, 2, 0, 4)  # (B, K/V, H, T, d)
+    for rows in ([0, 0, 0, 1, 1, 1], [5, 4, 3, 2, 1, 0], [1, 1, 4], [2, 0, 1], [0, 1, 2, 2, 1, 0], [3, 3]):
+        new = torch.randn(expected.shape[0], 2, 2, 1, 4, generator=g)
+        k, v = cache.append_kv(new)
+        expected = torch.cat([expected, new], dim=3)
+        assert torch.equal(k, expected[:, 0]) and torch.equal(v, expected[:, 1])
+        index = torch.tensor(rows)
+        cache.reorder(index)
+        expected = expected[index]
+        assert torch.equal(cache.k[:, :, : cache.length], expected[:, 0])
+        assert torch.equal(cache.v[:, :, : cache.length], expected[:, 1])
+
+
 def test_kv_cache_tracks_layers():
     cache = KVCache(n_layers=3, capacity=4)
     assert len(cache.layers) == 3 and cache.length == 0

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from nanoformer.config import ModelConfig
-from nanoformer.generation.beam import GenerationOutput, beam_search
+from nanoformer.generation import beam as beam_module
+from nanoformer.generation.beam import GenerationOutput, beam_search, best_continuations, row_top_k
 from nanoformer.generation.seq2seq import greedy_decode
 from nanoformer.models import Seq2SeqTransformer
 
@@ -143,8 +144,15 @@ SETTINGS = [
 ]
 
 
+@pytest.fixture(params=[64, 4], ids=["plain-topk", "chunked-topk"])
+def chunk(request, monkeypatch):
+    """The test vocabulary (50) is below one chunk of `row_top_k`; chunks of 4 run its chunked path."""
+    monkeypatch.setattr(beam_module, "CHUNK", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: f"{s['style']}-{s['alpha']}-{s['early_stopping']}")
-def test_cached_batched_search_equals_uncached_reference_one_by_one(model, setting):
+def test_cached_batched_search_equals_uncached_reference_one_by_one(model, setting, chunk):
     """Cached == uncached, and a padded batch == its sentences one by one: same hypotheses, same scores."""
     src, mask = padded_sources(seed=1)
     k, n = 4, 3
@@ -161,7 +169,30 @@ def test_cached_batched_search_equals_uncached_reference_one_by_one(model, setti
             got = sequences[row * n + j]
             assert got[: len(tokens)].tolist() == tokens
             assert (got[len(tokens) :] == PAD).all()
-            assert scores[row * n + j].item() == pytest.approx(score, rel=1e-6, abs=1e-5)  # fp32 rounding
+            # fp32: the reference runs other matrix shapes (whole prefixes, one sentence), and MKL's
+            # rounding also varies with buffer alignment; over 12 steps that reaches about 1.5e-5.
+            assert scores[row * n + j].item() == pytest.approx(score, abs=5e-5)
+
+
+@pytest.mark.parametrize("vocab,count", [(8000, 8), (8001, 8), (513, 8), (100, 2), (64, 8), (9, 8)])
+def test_best_continuations_equal_one_topk_over_all_beams(vocab, count):
+    """Chunked selection == torch.topk over beams x vocabulary: same scores, same indices, also with
+    banned (-inf) tokens and with rows where only one token is possible (a forced eos)."""
+    g = torch.Generator().manual_seed(vocab)
+    n, beams = 5, 4
+    logp = torch.randn(n * beams, vocab, generator=g).log_softmax(-1)
+    logp[:, 1::7] = float("-inf")
+    logp[3] = float("-inf")
+    logp[3, 2] = 0.0
+    run = torch.randn(n, beams, generator=g)
+    expected = (logp.view(n, beams, vocab) + run[:, :, None]).view(n, -1).topk(count, dim=1)
+    scores, index = best_continuations(logp, run, count)
+    finite = expected.values.isfinite()
+    assert torch.equal(scores, expected.values)
+    assert torch.equal(index[finite], expected.indices[finite])  # -inf entries tie: any order
+    top, where = row_top_k(logp, count)
+    assert torch.equal(top, logp.topk(count, dim=1).values)
+    assert torch.equal(logp.gather(1, where), top)
 
 
 def test_lengths_vary_so_the_tests_mean_something(model):
@@ -344,7 +375,7 @@ def test_rope_model_cached_equals_uncached():
         expected = reference_beam_search(model, src[row : row + 1, : int(mask[row].sum())], 3, MAX_NEW)
         for j, (score, tokens) in enumerate(expected):
             assert sequences[row * 3 + j, : len(tokens)].tolist() == tokens
-            assert scores[row * 3 + j].item() == pytest.approx(score, abs=1e-5)
+            assert scores[row * 3 + j].item() == pytest.approx(score, abs=5e-5)
 
 
 # -- Hugging Face equality -----------------------------------------------------------------------
@@ -381,7 +412,7 @@ HF_SETTINGS = [
 
 
 @pytest.mark.parametrize("setting", HF_SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values()))
-def test_beam4_equals_hf_generate(hf_pair, setting):
+def test_beam4_equals_hf_generate(hf_pair, setting, chunk):
     """HF's opus-mt generation config: bad_words_ids=[[pad]], forced_eos_token_id=eos; here both given
     explicitly. max_new_tokens bounds both (HF: max_length = 1 + max_new_tokens)."""
     hf, ours = hf_pair

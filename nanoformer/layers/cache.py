@@ -24,6 +24,7 @@ class LayerCache:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.kv: Tensor | None = None
+        self._spare: Tensor | None = None  # the other buffer of `reorder`
         self.length = 0
         self.cross_k: Tensor | None = None
         self.cross_v: Tensor | None = None
@@ -56,9 +57,22 @@ class LayerCache:
         return self.kv[:, 0, :, :new_length], self.kv[:, 1, :, :new_length]
 
     def reorder(self, indices: Tensor) -> None:
-        """Keep batch rows `indices`, in that order (beam search; dropping finished rows)."""
+        """Keep batch rows `indices`, in that order (beam search; dropping finished rows).
+
+        Only the filled positions are copied (the buffer is sized for the whole generation, so
+        copying all of it would move about twice the data on average), into a second buffer kept
+        from the previous reorder: beam search reorders after every step, and the two buffers
+        take turns. Views of keys/values taken before a reorder are therefore not kept valid.
+        """
         if self.kv is not None:
-            self.kv = self.kv.index_select(0, indices)
+            rows = indices.shape[0]
+            spare = self._spare
+            if spare is None or spare.shape[0] < rows or spare.shape[1:] != self.kv.shape[1:]:
+                spare = self.kv.new_empty((rows, *self.kv.shape[1:]))
+            target = spare[:rows]
+            filled = self.length
+            torch.index_select(self.kv[:, :, :, :filled], 0, indices, out=target[:, :, :, :filled])
+            self._spare, self.kv = self.kv, target
         if self.cross_k is not None:
             self.cross_k = self.cross_k.index_select(0, indices)
         if self.cross_v is not None:

@@ -17,6 +17,7 @@ from nanoformer.layers.embedding import Embeddings
 from nanoformer.layers.masks import padding_mask
 from nanoformer.models.init import init_weights
 from nanoformer.models.inputs import check_ids, check_length, check_mask, default_position_ids
+from nanoformer.training.losses import head_loss
 
 
 class DecoderModel(nn.Module):
@@ -37,9 +38,18 @@ class DecoderModel(nn.Module):
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
+        targets: Tensor | None = None,
     ) -> Tensor:
-        """input_ids (B, T) -> next-token logits (B, T, V). attention_mask: (B, T), 1 = real token."""
-        return self.lm_head(self.run(input_ids, attention_mask, position_ids).hidden)
+        """input_ids (B, T) -> next-token logits (B, T, V). attention_mask: (B, T), 1 = real token.
+
+        With targets (B, T), the token each position should predict (the next one; -100 = not
+        counted; unlike Hugging Face's `labels`, not shifted here), returns the mean
+        cross-entropy instead, computed without materialising the logits (`head_loss`).
+        """
+        hidden = self.run(input_ids, attention_mask, position_ids).hidden
+        if targets is None:
+            return self.lm_head(hidden)
+        return head_loss(self.lm_head, hidden, targets)
 
     def run(
         self,

@@ -20,6 +20,7 @@ from nanoformer.layers.embedding import Embeddings
 from nanoformer.layers.masks import padding_mask
 from nanoformer.models.init import init_weights
 from nanoformer.models.inputs import check_ids, check_length, check_mask, default_position_ids
+from nanoformer.training.losses import head_loss
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -45,13 +46,20 @@ class Seq2SeqTransformer(nn.Module):
         tgt_ids: Tensor,
         src_padding_mask: Tensor | None = None,
         tgt_padding_mask: Tensor | None = None,
+        targets: Tensor | None = None,
+        label_smoothing: float = 0.0,
     ) -> Tensor:
         """Teacher-forced logits (B, T_tgt, V) for target inputs tgt_ids (B, T_tgt).
 
-        Masks follow Hugging Face's convention: (B, T), 1/True = real token.
+        Masks follow Hugging Face's convention: (B, T), 1/True = real token. With targets
+        (B, T_tgt), the token each position should predict (-100 = not counted), returns the mean
+        (label-smoothed) cross-entropy instead, computed without materialising the logits.
         """
         memory = self.encode(src_ids, src_padding_mask)
-        return self.decode(tgt_ids, memory, src_padding_mask, tgt_padding_mask)
+        hidden = self.run_decoder(tgt_ids, memory, src_padding_mask, tgt_padding_mask).hidden
+        if targets is None:
+            return self.lm_head(hidden)
+        return head_loss(self.lm_head, hidden, targets, label_smoothing)
 
     def run_encoder(self, src_ids: Tensor, src_padding_mask: Tensor | None = None, need_weights: bool = False) -> StackOutput:
         check_ids("src_ids", src_ids, self.config.vocab_size)

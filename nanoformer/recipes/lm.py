@@ -18,7 +18,6 @@ from nanoformer.errors import UserError
 from nanoformer.models import DecoderModel
 from nanoformer.run_config import DataConfig, RunConfig
 from nanoformer.tokenizer import Tokenizer
-from nanoformer.training.losses import token_cross_entropy
 from nanoformer.training.trainer import FitResult, Trainer
 
 Batch = dict[str, Tensor]
@@ -50,7 +49,7 @@ class LMBatches:
 
 def lm_loss(model: nn.Module, batch: Batch) -> Tensor:
     """Mean next-token cross-entropy: position t predicts token t + 1."""
-    return token_cross_entropy(model(batch["input_ids"]), batch["labels"])
+    return model(batch["input_ids"], targets=batch["labels"])
 
 
 def data_files(data: DataConfig, base_dir: Path | None) -> list[Path]:

@@ -35,7 +35,6 @@ from nanoformer.errors import UserError
 from nanoformer.models import Seq2SeqTransformer
 from nanoformer.run_config import RunConfig
 from nanoformer.tokenizer import Tokenizer
-from nanoformer.training.losses import token_cross_entropy
 from nanoformer.training.trainer import FitResult, Trainer
 
 SOURCE_TOKENIZER_FILE = "source_tokenizer.json"
@@ -64,8 +63,8 @@ def translation_loss(label_smoothing: float):
     def loss_fn(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         # No target padding mask: the causal mask already keeps real tokens from seeing the
         # right-padding, whose own outputs are ignored by the loss (labels -100).
-        logits = model(batch["src_ids"], batch["tgt_in"], src_padding_mask=batch.get("src_mask"))
-        return token_cross_entropy(logits, batch["labels"], label_smoothing if model.training else 0.0)
+        return model(batch["src_ids"], batch["tgt_in"], src_padding_mask=batch.get("src_mask"),
+                     targets=batch["labels"], label_smoothing=label_smoothing if model.training else 0.0)
 
     return loss_fn
 
