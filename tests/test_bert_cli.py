@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +64,10 @@ max_steps = 40
 batch_size = 16
 lr = 3e-3
 warmup_steps = 5
-eval_interval = 40
+eval_interval = 20
 eval_batches = 2
 device = "cpu"
+best_metric = "accuracy"
 """
 
 
@@ -163,6 +165,12 @@ def test_finetune_then_classify_and_evaluate(classifier_run, capsys):
     assert model.is_classifier and model.config.labels == ["food", "school"]
     report = json.loads((folder / "cls" / "eval.json").read_text(encoding="utf-8"))
     assert report["dev"]["accuracy"] >= 0.9
+    # best_metric = "accuracy": each evaluation logs the dev accuracy, and `best` holds the highest.
+    logged = [json.loads(line) for line in (folder / "cls" / "metrics.jsonl").read_text().splitlines()]
+    accuracies = {m["step"]: m["val_accuracy"] for m in logged if "val_accuracy" in m}
+    assert set(accuracies) == {20, 40} and all("val_macro_f1" in m for m in logged if "val_loss" in m)
+    best_step = nanoformer.training.read_config(folder / "cls")["checkpoint"]["step"]
+    assert accuracies[best_step] == max(accuracies.values()) == report["dev"]["accuracy"]
     capsys.readouterr()
     assert run_cli("classify", folder / "cls", "우리는 학교를 좋아한다.", "너는 밥이 맛있다.", "--json") == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -225,7 +233,7 @@ def test_bad_inputs_end_with_one_line_and_exit_code_2(classifier_run, capsys, tm
                                           encoding="utf-8")
         config = FINETUNE_CONFIG.format(init_from=changes.pop("init_from", mlm))
         for key, value in changes.items():
-            config = config.replace(f"{key} = 32", f"{key} = {value}")
+            config = re.sub(rf"^{key} = .*$", f"{key} = {value}", config, flags=re.M)
         (tmp_path / "f.toml").write_text(config, encoding="utf-8")
         capsys.readouterr()
         return run_cli("finetune", tmp_path / "f.toml", "--out", tmp_path / "out", "--quiet")
@@ -237,6 +245,8 @@ def test_bad_inputs_end_with_one_line_and_exit_code_2(classifier_run, capsys, tm
     one_line_error(capsys, finetune(["yes\t나는 학교에 갔다", "no\t그는 밥을 먹었다"], init_from=cls),
                    "the checkpoint classifies into ['food', 'school']", "['no', 'yes']")
     one_line_error(capsys, finetune(good, max_length=64), "max_length = 64 exceeds the model's max_positions = 40")
+    one_line_error(capsys, finetune(good, best_metric='"bleu"'),
+                   "train.best_metric = 'bleu'", "val_loss, accuracy, macro_f1, f1")
     one_line_error(capsys, finetune(good, init_from=tmp_path / "missing"), "init_from", "no such folder")
     (tmp_path / "other.tsv").write_text("topic\tsentence\nsports\t공을 찼다\n", encoding="utf-8")
     one_line_error(capsys, run_cli("evaluate", cls, "--data", tmp_path / "other.tsv"),

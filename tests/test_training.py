@@ -109,13 +109,13 @@ class ToyBatches:
         return batch["input_ids"].numel()
 
 
-def make_trainer(run_dir: Path, loss_fn=lm_loss, resume=False, **overrides) -> Trainer:
+def make_trainer(run_dir: Path, loss_fn=lm_loss, resume=False, eval_metrics=None, **overrides) -> Trainer:
     torch.manual_seed(0)
     cfg = dict(max_steps=12, batch_size=BATCH, lr=3e-2, min_lr=3e-3, warmup_steps=3, eval_interval=4,
                eval_batches=3, log_interval=1, device="cpu", seed=7)
     cfg.update(overrides)
     return Trainer(ToyLM(), loss_fn, ToyBatches(), TrainConfig(**cfg), ToyConfig(), run_dir,
-                   extra_config={"data": {"name": "toy"}}, resume=resume, progress=False)
+                   extra_config={"data": {"name": "toy"}}, resume=resume, progress=False, eval_metrics=eval_metrics)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -378,6 +378,42 @@ def test_best_checkpoint_tracks_lowest_val_loss(tmp_path):
     at_6, in_best = params_of(tmp_path / "checkpoints" / "step-000006"), params_of(tmp_path)
     assert all(torch.equal(at_6[k], in_best[k]) for k in at_6)
     assert read_trainer_state(tmp_path)["best_val_loss"] == vals[6]  # a run folder resumes from last
+
+
+def scripted_metrics(accuracies: list[float]):
+    """eval_metrics giving the listed accuracies at successive evaluations; the model is in eval mode."""
+    calls = iter(accuracies)
+
+    def metrics(model):
+        assert not model.training
+        return {"accuracy": next(calls), "label": "not a number, not logged"}
+
+    return metrics
+
+
+def test_best_metric_picks_best_by_a_validation_metric_and_survives_resume(tmp_path):
+    """best_metric = "accuracy" keeps the evaluation with the highest accuracy, not the lowest loss
+    (here the loss is lowest at step 6, the accuracy highest at step 4); resume keeps that rank."""
+    accuracies = [0.5, 0.9, 0.6, 0.7, 0.8]  # steps 2, 4, 6, 8, 10
+    make_trainer(tmp_path, loss_fn=best_at_evaluation(3), max_steps=6, eval_interval=2, keep_last=100,
+                 best_metric="accuracy", eval_metrics=scripted_metrics(accuracies[:3])).fit()
+    make_trainer(tmp_path, loss_fn=best_at_evaluation(1), max_steps=10, eval_interval=2, keep_last=100,
+                 best_metric="accuracy", eval_metrics=scripted_metrics(accuracies[3:]), resume=True).fit()
+    records = [m for m in read_metrics(tmp_path) if "val_loss" in m]
+    assert [m["val_accuracy"] for m in records] == accuracies
+    assert all("val_label" not in m for m in records)
+    assert read_config(tmp_path)["checkpoint"]["step"] == 4
+    at_4, in_best = params_of(tmp_path / "checkpoints" / "step-000004"), params_of(tmp_path)
+    assert all(torch.equal(at_4[k], in_best[k]) for k in at_4)
+
+
+def test_best_metric_needs_a_recipe_that_computes_it(tmp_path):
+    with pytest.raises(UserError, match="computes no validation metrics"):
+        make_trainer(tmp_path, best_metric="accuracy")
+    trainer = make_trainer(tmp_path / "b", best_metric="f1", max_steps=2, eval_interval=2,
+                           eval_metrics=lambda model: {"accuracy": 1.0})
+    with pytest.raises(UserError, match="choose one of: val_loss, accuracy"):
+        trainer.fit()
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tmp_path):

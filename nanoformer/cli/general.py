@@ -65,7 +65,11 @@ def run_training(run, args: argparse.Namespace) -> None:
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     result = train(run, run_dir, resume=args.resume, progress=not args.quiet)
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
-    print(f"stopped by {result.stopped_by} at step {result.step}; best val loss {best}; run folder {run_dir}")
+    if run.train.best_metric == "val_loss":
+        best = f"best val loss {best}"
+    else:
+        best = f"checkpoints/best chosen by val {run.train.best_metric} (its val loss {best})"
+    print(f"stopped by {result.stopped_by} at step {result.step}; {best}; run folder {run_dir}")
     if result.stopped_by == "interrupt":
         raise KeyboardInterrupt
 

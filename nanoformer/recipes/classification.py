@@ -111,6 +111,10 @@ def train_classifier(run: RunConfig, run_dir: str | Path, resume: bool = False, 
             files[split] = _resolve_file(getattr(data, split), base_dir)
     examples = {split: _read(data, path) for split, path in files.items()}
     labels = label_set(examples["train"], data.labels)
+    metric_names = ["accuracy", "macro_f1"] + (["f1"] if len(labels) == 2 else [])
+    if run.train.best_metric not in ("val_loss", *metric_names):
+        raise UserError(f"train.best_metric = {run.train.best_metric!r}: a classifier ranks checkpoints by one of "
+                        f"val_loss, {', '.join(metric_names)}")
     for split in ("dev", "test"):
         if split in examples:
             check_labels(examples[split], labels, "the training labels")
@@ -158,8 +162,12 @@ def train_classifier(run: RunConfig, run_dir: str | Path, resume: bool = False, 
     extra: dict[str, Any] = {"data": {**run.to_dict()["data"], "files": {k: str(v) for k, v in files.items()}}}
     if init_from:
         extra["init_from"] = str(init_from)
+    def dev_metrics(model: nn.Module) -> dict:
+        """Accuracy and macro-F1 on the whole dev set, for train.best_metric and the log."""
+        return evaluate_classifier(model, batches.eval_batches("val", n_batches=None), labels)
+
     trainer = Trainer(model, classification_loss, batches, run.train, model_config, run_dir, tokenizer=tokenizer,
-                      extra_config=extra, resume=resume, progress=progress)
+                      extra_config=extra, resume=resume, progress=progress, eval_metrics=dev_metrics)
     result = trainer.fit()
     if rank == 0 and not result.interrupted:
         best = run_dir / "checkpoints" / "best"

@@ -67,6 +67,9 @@ class TrainConfig:
     log_interval: int = 10
     checkpoint_interval: int | None = None  # steps between `last` saves; None = at each evaluation
     keep_last: int = 0  # numbered model-only copies (`step-000500/`) to keep, for checkpoint averaging
+    # What picks checkpoints/best: "val_loss" (lowest), or a validation metric that the recipe
+    # computes, highest best ("accuracy", "macro_f1" for classifiers), as HF's metric_for_best_model.
+    best_metric: str = "val_loss"
     dtype: str = "fp32"
     compile: bool = False
     device: str = "auto"

@@ -151,6 +151,7 @@ class Trainer:
         resume: bool | str | Path = False,
         tokens_per_batch: Callable[[Batch], int] | None = None,
         progress: bool = True,
+        eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
     ) -> None:
         cfg = train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_dict(train_config)
         self.config = cfg
@@ -165,6 +166,12 @@ class Trainer:
         for method in ("next_batch", "eval_batches", "state_dict", "load_state_dict"):
             if not callable(getattr(batches, method, None)):
                 raise UserError(f"batch source {type(batches).__name__} has no {method}(); see trainer.BatchSource")
+        # Validation metrics beyond the loss (e.g. a classifier's accuracy): computed at each
+        # evaluation, logged as val_<name>, and what picks `best` when train.best_metric names one.
+        self.eval_metrics = eval_metrics
+        if cfg.best_metric != "val_loss" and eval_metrics is None:
+            raise UserError(f"train.best_metric = {cfg.best_metric!r}: this recipe computes no validation metrics "
+                            "besides the loss; use best_metric = \"val_loss\"")
         self.count_tokens = tokens_per_batch or getattr(batches, "tokens_per_batch", None)
         if self.count_tokens is None:
             raise UserError(
@@ -193,8 +200,10 @@ class Trainer:
 
         self.step = 0
         self.tokens_seen = 0
-        self.best_val_loss = math.inf
+        self.best_val_loss = math.inf  # the validation loss of checkpoints/best
+        self.best_score = -math.inf  # what picked it: -val_loss, or the best_metric (higher is better)
         self.last_val_loss: float | None = None
+        self.last_metrics: dict[str, float] = {}
         self._elapsed_before = 0.0  # seconds spent in earlier sessions of this run
         self._t0 = time.perf_counter()
         self._stop_requested = False
@@ -276,11 +285,13 @@ class Trainer:
                 if not self.dist.is_main:
                     continue
                 val_loss = self.evaluate() if do_eval else None
-                if val_loss is not None and val_loss < self.best_val_loss:
-                    self.best_val_loss = val_loss
+                if val_loss is not None and self._score() > self.best_score:
+                    self.best_score, self.best_val_loss = self._score(), val_loss
                     self._save("best", with_state=False)
                 if do_log:
                     record = window.flush(self.step, lr, grad_norm, val_loss, self.elapsed_s, self.tokens_seen)
+                    if val_loss is not None:
+                        record.update({f"val_{name}": value for name, value in self.last_metrics.items()})
                     self._append_metrics(record)
                     bar.set_postfix_str(self._postfix(record, start_step, max_time), refresh=False)
                 if do_save:
@@ -379,13 +390,26 @@ class Trainer:
                     loss = self.loss_fn(model, self._to_device(batch))
                 total += loss.float() * n
                 weight += n
+            if self.eval_metrics is not None and split == "val":
+                self.last_metrics = {name: float(v) for name, v in self.eval_metrics(model).items()
+                                     if isinstance(v, (int, float))}
         finally:
             restore_rng_state(rng)
             model.train()
         if weight == 0:
             raise UserError(f"batch source {type(self.batches).__name__} yielded no {split!r} batches; give it validation data")
         self.last_val_loss = float(total) / weight
+        if self.eval_metrics is not None and split == "val":
+            if self.config.best_metric not in ("val_loss", *self.last_metrics):
+                raise UserError(f"train.best_metric = {self.config.best_metric!r} is not a validation metric of this "
+                                f"recipe; choose one of: val_loss, {', '.join(self.last_metrics)}")
         return self.last_val_loss
+
+    def _score(self) -> float:
+        """The last evaluation as `best` ranks it: higher is better."""
+        if self.config.best_metric == "val_loss":
+            return -self.last_val_loss
+        return self.last_metrics[self.config.best_metric]
 
     # ------------------------------------------------------------------ state, checkpoints, metrics
 
@@ -414,6 +438,7 @@ class Trainer:
                 "schedule_step": self.step,  # schedules are functions of the step alone
                 "tokens_seen": self.tokens_seen,
                 "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
+                "best_score": None if math.isinf(self.best_score) else self.best_score,
                 "last_val_loss": self.last_val_loss,
                 "elapsed_s": self.elapsed_s,
                 "world_size": self.dist.world_size,
@@ -442,6 +467,8 @@ class Trainer:
         self.step = state["step"]
         self.tokens_seen = state["tokens_seen"]
         self.best_val_loss = math.inf if state["best_val_loss"] is None else state["best_val_loss"]
+        score = state.get("best_score", -self.best_val_loss)  # checkpoints before best_metric ranked by loss
+        self.best_score = -math.inf if score is None else score
         self.last_val_loss = state.get("last_val_loss")
         self._elapsed_before = state["elapsed_s"]
         ranks = state["ranks"]
@@ -515,6 +542,9 @@ class Trainer:
         text = f"loss {record['train_loss']:.4f}"
         if "val_loss" in record:
             text += f", val {record['val_loss']:.4f}"
+        metric = self.config.best_metric
+        if f"val_{metric}" in record:
+            text += f", val {metric} {record[f'val_{metric}']:.4f}"
         return f"{text}, {record['tokens_per_s']:,.0f} tok/s, eta {tqdm.format_interval(eta)}"
 
     def _say(self, message: str) -> None:
