@@ -162,6 +162,7 @@ def train_classifier(run: RunConfig, run_dir: str | Path, resume: bool = False, 
     extra: dict[str, Any] = {"data": {**run.to_dict()["data"], "files": {k: str(v) for k, v in files.items()}}}
     if init_from:
         extra["init_from"] = str(init_from)
+
     def dev_metrics(model: nn.Module) -> dict:
         """Accuracy and macro-F1 on the whole dev set, for train.best_metric and the log."""
         return evaluate_classifier(model, batches.eval_batches("val", n_batches=None), labels)

@@ -65,8 +65,8 @@ def linear_cross_entropy(
     into its softmax in place and at once into the gradients of hidden, weight and bias, so the
     backward pass only scales them. Same value and gradients as the two-step form (tested).
 
-    hidden (..., D) float32, weight (V, D), bias (V,) or None, targets (...). Used where no
-    autocast is active; under autocast the logits path is as fast.
+    hidden (..., D) float32, weight (V, D), bias (V,) or None, targets (...). `head_loss` takes
+    it where no autocast is active, and the two-step form under autocast.
     """
     return _LinearCrossEntropy.apply(
         hidden.reshape(-1, hidden.shape[-1]), weight, bias, targets.reshape(-1), float(label_smoothing),
@@ -88,7 +88,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             hidden, targets = hidden.index_select(0, rows_kept), targets.index_select(0, rows_kept)
         scale = 1.0 / count if count else 0.0  # the mean over counted rows, folded into the products
         grad_hidden = torch.empty_like(hidden) if needs[0] else None
-        grad_weight = torch.zeros_like(weight) if needs[1] and not len(hidden) else None
+        grad_weight = None  # made by the first chunk's product
         grad_bias = torch.zeros_like(bias) if bias is not None and needs[2] else None
         if label_smoothing:
             # The mean logit of a row, h·mean(W) + mean(b), without a pass over the logits.
@@ -123,6 +123,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_weight.addmm_(grad.t(), h, alpha=scale)
             if grad_bias is not None:
                 grad_bias += grad.sum(dim=0)
+        if needs[1] and grad_weight is None:  # no counted rows
+            grad_weight = torch.zeros_like(weight)
         for g in (grad_hidden, grad_bias):
             if g is not None:
                 g.mul_(scale)
