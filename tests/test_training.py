@@ -212,6 +212,30 @@ def test_weight_decay_only_on_matrices_tied_weight_once():
     assert ids(decay) == {id(model.hidden.weight)} and id(model.emb.weight) in ids(no_decay)
 
 
+def test_layer_lr_decay_scales_each_depth_and_set_lr_applies_it():
+    """Layer i of L at decay^(L - i), embeddings at decay^(L + 1), heads at 1; every parameter once."""
+    from nanoformer.config import ModelConfig
+    from nanoformer.models import EncoderModel
+    from nanoformer.training.schedules import set_lr
+
+    config = ModelConfig.from_preset("bert-mini", vocab_size=1000, max_positions=32, num_labels=2, labels=["a", "b"])
+    model = EncoderModel(config)
+    groups = param_groups(model, 0.1, layer_lr_decay=0.5)
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert len(scale_of) == sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert scale_of[id(model.classifier.out.weight)] == 1.0
+    for i, layer in enumerate(model.encoder.layers):  # 4 layers
+        assert {scale_of[id(p)] for p in layer.parameters()} == {0.5 ** (4 - i)}
+    assert {scale_of[id(p)] for p in model.embeddings.parameters()} == {0.5**5}
+    assert all(g["weight_decay"] == (0.1 if g["name"].startswith("decay") else 0.0) for g in groups)
+    optimizer = torch.optim.AdamW(groups, lr=1.0)
+    set_lr(optimizer, 2e-4)
+    assert {g["lr"] for g in optimizer.param_groups} == {2e-4 * 0.5**k for k in range(6)}
+    assert TrainConfig(layer_lr_decay=0.8).layer_lr_decay == 0.8
+    with pytest.raises(UserError, match="layer_lr_decay"):
+        TrainConfig(layer_lr_decay=0.0)
+
+
 # ---------------------------------------------------------------------------- checkpoints
 
 

@@ -58,6 +58,7 @@ class TrainConfig:
     warmup_steps: int = 100
     schedule: str = "cosine"
     weight_decay: float = 0.1
+    layer_lr_decay: float = 1.0  # < 1: layer-wise lr decay for fine-tuning (layer i of L at lr·decay^(L-i))
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     grad_clip: float | None = 1.0  # max global gradient norm; None or 0 disables clipping
@@ -119,6 +120,7 @@ class TrainConfig:
         need(all(0 <= b < 1 for b in self.betas), "betas", "both must lie in [0, 1)")
         need(self.grad_clip is None or self.grad_clip >= 0, "grad_clip", "must be positive, or 0/None to disable")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "must lie in [0, 1)")
+        need(0 < self.layer_lr_decay <= 1, "layer_lr_decay", "must lie in (0, 1]; 1 = no decay")
         need(self.checkpoint_interval is None or self.checkpoint_interval >= 1, "checkpoint_interval",
              "must be at least 1, or None to save at each evaluation")
         need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")

@@ -86,9 +86,11 @@ def lr_at(step: int, config: TrainConfig, d_model: int | None = None, time_fract
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Write `lr` into every parameter group (all groups share one schedule)."""
+    """Write `lr` into every parameter group (all groups share one schedule), times the group's
+    `lr_scale` where it has one (layer-wise decay, see `optim.param_groups`)."""
     for group in optimizer.param_groups:
+        value = lr * group.get("lr_scale", 1.0)
         if isinstance(group["lr"], torch.Tensor):  # capturable/fused optimisers may hold a tensor
-            group["lr"].fill_(lr)
+            group["lr"].fill_(value)
         else:
-            group["lr"] = lr
+            group["lr"] = value
