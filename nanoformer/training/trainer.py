@@ -399,10 +399,10 @@ class Trainer:
         if weight == 0:
             raise UserError(f"batch source {type(self.batches).__name__} yielded no {split!r} batches; give it validation data")
         self.last_val_loss = float(total) / weight
-        if self.eval_metrics is not None and split == "val":
-            if self.config.best_metric not in ("val_loss", *self.last_metrics):
-                raise UserError(f"train.best_metric = {self.config.best_metric!r} is not a validation metric of this "
-                                f"recipe; choose one of: val_loss, {', '.join(self.last_metrics)}")
+        known = ("val_loss", *self.last_metrics)
+        if self.eval_metrics is not None and split == "val" and self.config.best_metric not in known:
+            raise UserError(f"train.best_metric = {self.config.best_metric!r} is not a validation metric of this "
+                            f"recipe; choose one of: {', '.join(known)}")
         return self.last_val_loss
 
     def _score(self) -> float:
