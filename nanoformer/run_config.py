@@ -209,6 +209,9 @@ def build_run_config(
         train = TrainConfig.from_dict(train_values)
     except UserError as error:
         raise UserError(f"{where}: {error}") from None
+    if train.best_metric != "val_loss" and kind != "classification":
+        raise UserError(f"{where}: train.best_metric = {train.best_metric!r}: only classifiers compute validation "
+                        f"metrics besides the loss; a {kind!r} run keeps its best checkpoint by val_loss")
     extra = {"init_from": str(init_from)} if init_from is not None else {}
     return RunConfig(model=model, data=data, train=train, source=source, data_kind=kind, extra=extra)
 

@@ -229,3 +229,16 @@ def test_presets_use_their_reference_norm_order():
             assert config.norm_position == "pre" and config.use_final_norm
     marian = ModelConfig.from_preset("marian-base")
     assert marian.sinusoidal_layout == "half" and marian.start_id == marian.pad_id
+
+
+def test_best_metric_other_than_val_loss_only_for_classifiers():
+    from nanoformer.errors import UserError
+    from nanoformer.run_config import build_run_config
+
+    sections = {"model": {"arch": "decoder", "vocab_size": 64, "d_model": 16, "n_heads": 2, "n_layers": 1,
+                          "d_ff": 32, "max_positions": 8},
+                "data": {"path": "x.txt"}, "train": {"best_metric": "accuracy"}}
+    with pytest.raises(UserError, match="only classifiers compute validation metrics"):
+        build_run_config(sections)
+    sections["train"]["best_metric"] = "val_loss"
+    assert build_run_config(sections).train.best_metric == "val_loss"
