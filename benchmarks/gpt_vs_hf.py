@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--optimizer", choices=["fused", "foreach"], default="fused",
+                        help="AdamW implementation on both sides: fused is the default of both HF's Trainer "
+                             "(adamw_torch_fused, torch >= 2.8) and nanoformer's trainer")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt", type=int, default=16)
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
@@ -89,8 +92,8 @@ def main() -> None:
         ours.train()
         ours_fn = torch.compile(ours) if args.compile else ours
         runners = {
-            "hf": train_step_fn(hf, torch.optim.AdamW(hf.parameters(), lr=1e-4, foreach=True), batch, targets, True),
-            "nanoformer": train_step_fn(ours_fn, torch.optim.AdamW(ours.parameters(), lr=1e-4, foreach=True), batch, targets, False),
+            "hf": train_step_fn(hf, torch.optim.AdamW(hf.parameters(), lr=1e-4, **{args.optimizer: True}), batch, targets, True),
+            "nanoformer": train_step_fn(ours_fn, torch.optim.AdamW(ours.parameters(), lr=1e-4, **{args.optimizer: True}), batch, targets, False),
         }
         times = time_interleaved(runners, rounds=args.rounds, warmup=2 if args.compile else 1)
         tokens = args.batch * args.context

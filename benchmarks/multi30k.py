@@ -116,10 +116,12 @@ def main() -> None:
         mark_dir = run_dir / "marks" / mark_name(minutes)
         if args.resume and (mark_dir / "scores.json").is_file():
             continue
-        overrides = list(args.set) + [f'train.max_time="{minutes * 60:.0f}s"', "train.max_steps=10000000"]
+        # The budget is the whole --minutes (a cooldown in the config anneals towards its end);
+        # each mark pauses the run there.
+        overrides = list(args.set) + [f'train.max_time="{args.minutes * 60:.0f}s"', "train.max_steps=10000000"]
         run = load_run_config(args.config, overrides)
         started = time.perf_counter()
-        result = train(run, run_dir, resume=resume, progress=args.progress)
+        result = train(run, run_dir, resume=resume, progress=args.progress, pause_after_s=minutes * 60)
         resume = True
         if result.stopped_by == "interrupt":  # Ctrl-C or SIGTERM: not a mark; the checkpoint is resumable
             print(f"interrupted before the {minutes:g}-minute mark at step {result.step}; continue with --resume",
@@ -142,7 +144,7 @@ def main() -> None:
             if (paths[-1] / SOURCE_TOKENIZER_FILE).is_file():
                 shutil.copy2(paths[-1] / SOURCE_TOKENIZER_FILE, avg_dir / SOURCE_TOKENIZER_FILE)
             score(avg_dir, splits, args, {**extra, "averaged": len(paths)})
-        if result.stopped_by != "max_time":
+        if result.stopped_by not in ("max_time", "pause"):
             print(f"training stopped by {result.stopped_by} before {minutes} minutes; no further marks", file=sys.stderr)
             break
 

@@ -7,7 +7,7 @@ can be compared token for token.
 
 Three measurements, each interleaved in one process (see common.py):
 - training pairs/s: forward + label-smoothed (0.1) cross-entropy + backward + AdamW step, dropout
-  0.1, each side's loss as its library computes it in training (HF: logits, then
+  0.1, AdamW fused (--optimizer; the default of both trainers), each side's loss as its library computes it in training (HF: logits, then
   F.cross_entropy; ours: `model(..., targets=)`, which never materialises the logits), on real
   Multi30k de->en pairs tokenised with that BPE, batched by length (a sorted pool cut at
   --max-tokens target tokens per batch, as fairseq's max_tokens); one round runs the same
@@ -131,6 +131,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=2000, help="target tokens per training batch")
     parser.add_argument("--train-batches", type=int, default=3, help="batches per timed training round")
     parser.add_argument("--train-rounds", type=int, default=3)
+    parser.add_argument("--optimizer", choices=["fused", "foreach"], default="fused",
+                        help="AdamW implementation on both sides: fused is the default of both HF's Trainer "
+                             "(adamw_torch_fused, torch >= 2.8) and nanoformer's trainer")
     parser.add_argument("--batch", type=int, default=16, help="sentences per generate call")
     parser.add_argument("--new-tokens", type=int, default=32, help="max_new_tokens (about twice a Multi30k target)")
     parser.add_argument("--rounds", type=int, default=5, help="timed generate calls per side")
@@ -201,11 +204,11 @@ def main() -> None:
         ours.train()
         hf.train()
         runners = {
-            "hf": train_round(hf, torch.optim.AdamW(hf.parameters(), lr=5e-4, foreach=True), batches, True),
-            "nanoformer": train_round(ours, torch.optim.AdamW(ours.parameters(), lr=5e-4, foreach=True), batches, False),
+            "hf": train_round(hf, torch.optim.AdamW(hf.parameters(), lr=5e-4, **{args.optimizer: True}), batches, True),
+            "nanoformer": train_round(ours, torch.optim.AdamW(ours.parameters(), lr=5e-4, **{args.optimizer: True}), batches, False),
         }
         times = time_interleaved(runners, rounds=args.train_rounds)
-        result = {"phase": "train", "shape": shape, "max_tokens": args.max_tokens, "batches": len(batches),
+        result = {"phase": "train", "shape": shape, "max_tokens": args.max_tokens, "optimizer": args.optimizer, "batches": len(batches),
                   "pairs_per_round": n_pairs, "target_tokens_per_round": tgt_tokens,
                   "matmul_peak_gflops": round(peak, 1)}
         for name, values in times.items():

@@ -526,3 +526,33 @@ def test_cosine_follows_the_time_budget_when_it_ends_first():
     assert warmup_cosine(10_000, 1e-3, 1e-5, 100, 10_000, time_fraction=0.1) == pytest.approx(1e-5)
     # Warm-up is step-based.
     assert warmup_cosine(50, 1e-3, 1e-5, 100, 10_000, time_fraction=0.9) == pytest.approx(5e-4)
+
+
+def test_cooldown_anneals_the_last_fraction_of_the_budget_to_zero():
+    cfg = TrainConfig(schedule="noam", lr=1.0, warmup_steps=10, max_steps=1000, cooldown=0.2)
+    plain = TrainConfig(schedule="noam", lr=1.0, warmup_steps=10, max_steps=1000)
+    for step in (1, 10, 500, 800):  # untouched before the last 20%
+        assert lr_at(step, cfg, 64) == lr_at(step, plain, 64)
+    assert lr_at(900, cfg, 64) == pytest.approx(0.5 * lr_at(900, plain, 64))  # half way down
+    assert lr_at(1000, cfg, 64) == 0.0
+    # With a time budget that runs out first, the time decides.
+    assert lr_at(100, cfg, 64, time_fraction=0.9) == pytest.approx(0.5 * lr_at(100, plain, 64))
+    assert lr_at(100, cfg, 64, time_fraction=0.5) == lr_at(100, plain, 64)
+    with pytest.raises(UserError, match="cooldown"):
+        TrainConfig(cooldown=1.0)
+
+
+def test_pause_stops_like_the_end_without_changing_the_schedule(tmp_path):
+    # A run paused at a time mark and resumed follows the schedule of its whole budget: the
+    # cooldown of a 1-hour budget has not begun at the pause.
+    kw = dict(max_steps=10**6, max_time="1h", eval_interval=10**5, schedule="constant", warmup_steps=0,
+              cooldown=0.5)
+    result = make_trainer(tmp_path, **kw).fit(pause_after_s=0.3)
+    assert result.stopped_by == "pause" and 0 < result.step < 10**6
+    state = read_trainer_state(tmp_path)
+    assert state["step"] == result.step and state["elapsed_s"] >= 0.3
+    last = read_metrics(tmp_path)[-1]
+    assert "val_loss" in last and last["lr"] == 3e-2  # evaluated; the cooldown (after 30 min) has not begun
+    again = make_trainer(tmp_path, resume=True, **kw).fit(pause_after_s=0.6)
+    assert again.stopped_by == "pause" and again.step > result.step
+    assert make_trainer(tmp_path, resume=True, **kw).fit(pause_after_s=0.1).step == again.step  # already past

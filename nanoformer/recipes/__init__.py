@@ -17,7 +17,8 @@ from nanoformer.training.trainer import FitResult
 DATA_KIND_ARCH = {"lm": "decoder", "translation": "encoder-decoder", "mlm": "encoder", "classification": "encoder"}
 
 
-def train(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
+def train(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          pause_after_s: float | None = None) -> FitResult:
     """Train what the config describes (its [data] kind); returns the trainer's result."""
     expected = DATA_KIND_ARCH[run.data_kind]
     if run.model.arch != expected:
@@ -28,15 +29,15 @@ def train(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     if run.data_kind == "lm":
         from nanoformer.recipes.lm import train_lm
 
-        return train_lm(run, run_dir, resume=resume, progress=progress)
+        return train_lm(run, run_dir, resume=resume, progress=progress, pause_after_s=pause_after_s)
     if run.data_kind == "translation":
         from nanoformer.recipes.translation import train_translation
 
-        return train_translation(run, run_dir, resume=resume, progress=progress)
+        return train_translation(run, run_dir, resume=resume, progress=progress, pause_after_s=pause_after_s)
     if run.data_kind == "mlm":
         from nanoformer.recipes.mlm import train_mlm
 
-        return train_mlm(run, run_dir, resume=resume, progress=progress)
+        return train_mlm(run, run_dir, resume=resume, progress=progress, pause_after_s=pause_after_s)
     from nanoformer.recipes.classification import train_classifier
 
-    return train_classifier(run, run_dir, resume=resume, progress=progress)
+    return train_classifier(run, run_dir, resume=resume, progress=progress, pause_after_s=pause_after_s)

@@ -100,7 +100,8 @@ def _read(data: ClassificationDataConfig, path: Path):
                          text_pair_column=data.text_pair_column, label_column=data.label_column)
 
 
-def train_classifier(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
+def train_classifier(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+                     pause_after_s: float | None = None) -> FitResult:
     data: ClassificationDataConfig = run.data
     run_dir = Path(run_dir)
     base_dir = run.source.parent if run.source else None
@@ -169,7 +170,7 @@ def train_classifier(run: RunConfig, run_dir: str | Path, resume: bool = False, 
 
     trainer = Trainer(model, classification_loss, batches, run.train, model_config, run_dir, tokenizer=tokenizer,
                       extra_config=extra, resume=resume, progress=progress, eval_metrics=dev_metrics)
-    result = trainer.fit()
+    result = trainer.fit(pause_after_s=pause_after_s)
     if rank == 0 and not result.interrupted:
         best = run_dir / "checkpoints" / "best"
         if best.is_dir():

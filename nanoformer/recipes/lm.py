@@ -66,7 +66,8 @@ def train_tokenizer(data: DataConfig, files: list[Path]) -> Tokenizer:
     raise UserError(f"[data] tokenizer = {data.tokenizer!r} is not available for language models; use 'char' or 'bpe'")
 
 
-def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
+def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+             pause_after_s: float | None = None) -> FitResult:
     run_dir = Path(run_dir)
     base_dir = run.source.parent if run.source else None
     files = data_files(run.data, base_dir)
@@ -111,4 +112,4 @@ def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress
         resume=resume,
         progress=progress,
     )
-    return trainer.fit()
+    return trainer.fit(pause_after_s=pause_after_s)

@@ -77,7 +77,8 @@ def encoder_config(model_config, tokenizer: Tokenizer):
     )
 
 
-def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
+def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+              pause_after_s: float | None = None) -> FitResult:
     data: MLMDataConfig = run.data
     run_dir = Path(run_dir)
     base_dir = run.source.parent if run.source else None
@@ -124,4 +125,4 @@ def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progres
         extra["init_from"] = str(init_from)
     trainer = Trainer(model, mlm_loss, batches, run.train, model_config, run_dir, tokenizer=tokenizer,
                       extra_config=extra, resume=resume, progress=progress)
-    return trainer.fit()
+    return trainer.fit(pause_after_s=pause_after_s)

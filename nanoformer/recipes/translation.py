@@ -83,7 +83,8 @@ def encode(text: ParallelText, source: Tokenizer, target: Tokenizer) -> tuple[li
     return source.encode_batch(text.src), target.encode_batch(text.tgt)
 
 
-def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
+def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+                      pause_after_s: float | None = None) -> FitResult:
     import torch
 
     data = run.data
@@ -154,4 +155,4 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
         resume=resume,
         progress=progress,
     )
-    return trainer.fit()
+    return trainer.fit(pause_after_s=pause_after_s)

@@ -57,6 +57,10 @@ class TrainConfig:
     min_lr: float = 3e-5  # floor of the cosine decay (other schedules ignore it)
     warmup_steps: int = 100
     schedule: str = "cosine"
+    # Warmup-stable-decay: over the last `cooldown` fraction of the budget (max_steps or max_time,
+    # whichever runs out first) the rate falls linearly to 0. Schedules that never anneal (noam,
+    # inverse_sqrt, constant) then end on a converged model instead of a noisy one.
+    cooldown: float = 0.0
     weight_decay: float = 0.1
     layer_lr_decay: float = 1.0  # < 1: layer-wise lr decay for fine-tuning (layer i of L at lr·decay^(L-i))
     betas: tuple[float, float] = (0.9, 0.95)
@@ -120,6 +124,7 @@ class TrainConfig:
         need(all(0 <= b < 1 for b in self.betas), "betas", "both must lie in [0, 1)")
         need(self.grad_clip is None or self.grad_clip >= 0, "grad_clip", "must be positive, or 0/None to disable")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "must lie in [0, 1)")
+        need(0 <= self.cooldown < 1, "cooldown", "must lie in [0, 1): the fraction of the budget to anneal over")
         need(0 < self.layer_lr_decay <= 1, "layer_lr_decay", "must lie in (0, 1]; 1 = no decay")
         need(self.checkpoint_interval is None or self.checkpoint_interval >= 1, "checkpoint_interval",
              "must be at least 1, or None to save at each evaluation")

@@ -65,9 +65,30 @@ def constant(step: int, lr: float, warmup_steps: int) -> float:
 def lr_at(step: int, config: TrainConfig, d_model: int | None = None, time_fraction: float | None = None) -> float:
     """The learning rate of update number `step` under `config.schedule`.
 
-    `time_fraction` (elapsed / max_time, for runs with a time budget) lets the cosine finish its
-    decay when the time runs out; a step-limited run depends on the step alone.
+    `time_fraction` (elapsed / max_time, for runs with a time budget) lets the cosine (and a
+    `cooldown`) finish its decay when the time runs out; a step-limited run depends on the step alone.
     """
+    rate = _base_rate(step, config, d_model, time_fraction)
+    if config.cooldown > 0:
+        progress = step / config.max_steps
+        if time_fraction is not None:
+            progress = max(progress, time_fraction)
+        rate *= cooldown_factor(progress, config.cooldown)
+    return rate
+
+
+def cooldown_factor(progress: float, cooldown: float) -> float:
+    """1 until the last `cooldown` fraction of the run, then linearly down to 0 at its end.
+
+    The "decay" of warmup-stable-decay schedules (Hägele et al., 2024: a short linear cool-down
+    matches a cosine over the whole run, while the run's length can be chosen late).
+    """
+    if progress <= 1.0 - cooldown:
+        return 1.0
+    return max(0.0, (1.0 - progress) / cooldown)
+
+
+def _base_rate(step: int, config: TrainConfig, d_model: int | None, time_fraction: float | None) -> float:
     c = config
     if c.schedule == "cosine":
         return warmup_cosine(step, c.lr, c.min_lr, c.warmup_steps, c.max_steps, time_fraction)

@@ -83,7 +83,8 @@ class ConfigLike(Protocol):
 
 @dataclass
 class FitResult:
-    """How `fit` ended. `stopped_by` is "max_steps", "max_time" or "interrupt" (Ctrl-C)."""
+    """How `fit` ended. `stopped_by` is "max_steps", "max_time", "pause" (`fit(pause_after_s=)`)
+    or "interrupt" (Ctrl-C)."""
 
     step: int
     tokens_seen: int
@@ -224,11 +225,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(self) -> FitResult:
+    def fit(self, pause_after_s: float | None = None) -> FitResult:
         """Train until max_steps or max_time, whichever comes first; Ctrl-C saves and returns.
 
         The first Ctrl-C lets the current step finish, then writes a resumable `last` checkpoint
         and returns with `stopped_by="interrupt"`; a second one stops at once.
+
+        `pause_after_s` stops earlier, once the run's training time reaches it, evaluating and
+        saving as at the end (`stopped_by="pause"`), without changing the budget that the schedule
+        anneals over: a benchmark scores the model at minute marks of one run this way.
         """
         cfg = self.config
         max_time = cfg.max_time_s
@@ -246,6 +251,8 @@ class Trainer:
             stopped_by = "max_steps"
         elif max_time is not None and self._elapsed_before >= max_time:
             stopped_by = "max_time"
+        elif pause_after_s is not None and self._elapsed_before >= pause_after_s:
+            stopped_by = "pause"
         last_path = None
         # The cosine decays over whichever budget ends first; elapsed time is agreed across ranks
         # (it travels with the loss all-reduce) so every rank uses the same learning rate.
@@ -275,8 +282,10 @@ class Trainer:
                     stopped_by = "max_time"
                 elif self.step >= cfg.max_steps:
                     stopped_by = "max_steps"
+                elif pause_after_s is not None and elapsed >= pause_after_s:
+                    stopped_by = "pause"
 
-                do_eval = self.step % cfg.eval_interval == 0 or stopped_by in ("max_steps", "max_time")
+                do_eval = self.step % cfg.eval_interval == 0 or stopped_by in ("max_steps", "max_time", "pause")
                 do_save = do_eval or stopped_by is not None or (
                     cfg.checkpoint_interval is not None and self.step % cfg.checkpoint_interval == 0
                 )
