@@ -181,6 +181,12 @@ def test_finetune_then_classify_and_evaluate(classifier_run, capsys):
     assert run_cli("evaluate", folder / "cls", "--data", folder / "dev.tsv") == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["accuracy"] >= 0.9 and set(metrics["f1_per_label"]) == {"food", "school"}
+    # a relative --data path not under the working folder is looked up in $NANOFORMER_DATA too
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NANOFORMER_DATA", str(folder))
+        mp.chdir(folder / "cls")
+        assert run_cli("evaluate", folder / "cls", "--data", "dev.tsv") == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == metrics["accuracy"]
 
 
 def test_pairs_from_scratch_through_train(tmp_path, capsys):

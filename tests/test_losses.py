@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from nanoformer.config import ModelConfig
 from nanoformer.models import DecoderModel, Seq2SeqTransformer
-from nanoformer.training.losses import head_loss, linear_cross_entropy, token_cross_entropy
+from nanoformer.layers.losses import head_loss, linear_cross_entropy, token_cross_entropy
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

@@ -24,7 +24,7 @@ from nanoformer.data.parallel import (
 from nanoformer.errors import UserError
 from nanoformer.run_config import build_run_config
 from nanoformer.tokenizer import Tokenizer
-from nanoformer.training.losses import IGNORE_INDEX
+from nanoformer.layers.losses import IGNORE_INDEX
 
 
 def write_pair(folder: Path, split: str, src: list[str], tgt: list[str], langs=("de", "en")) -> None:

@@ -47,9 +47,9 @@ def _read_inputs(path: str, data: dict, text_column, pair_column, with_labels: b
     other file is one text per line.
     """
     from nanoformer.data.classification import Example, read_examples
-    from nanoformer.data.text import read_text
+    from nanoformer.data.text import find_data_file, read_text
 
-    file = Path(path)
+    file = find_data_file(path)
     suffix = file.suffix.lower()
     run_format = data.get("format", "auto") if data.get("kind") == "classification" else None
     if fmt is None:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from nanoformer.errors import UserError
-from nanoformer.training.losses import IGNORE_INDEX
+from nanoformer.layers.losses import IGNORE_INDEX
 
 Batch = dict[str, Tensor]
 

@@ -46,7 +46,7 @@ import torch
 
 from nanoformer.data.text import PathLike, decode_text, resolve_text_files, sha256_file, write_bytes_atomic
 from nanoformer.errors import UserError
-from nanoformer.training.losses import IGNORE_INDEX
+from nanoformer.layers.losses import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from nanoformer.tokenizer import Tokenizer

@@ -105,6 +105,12 @@ def _resolve_one(item: PathLike, base_dir: PathLike | None) -> list[Path]:
     return [path]
 
 
+def find_data_file(path: PathLike) -> Path:
+    """A file or folder named on the command line: as given (relative to the working folder),
+    else under `$NANOFORMER_DATA`, as config paths resolve (`--data sst2/stsa.binary.test`)."""
+    return _find_path(Path(path).expanduser(), None)
+
+
 def _find_path(path: Path, base_dir: PathLike | None) -> Path:
     if path.is_absolute():
         candidates = [path]

@@ -91,8 +91,9 @@ def evaluate_translations(
 def read_lines_for_scoring(path: str | Path) -> list[str]:
     """A file's lines (split on "\\n" only, like the corpus loader); an empty file has none."""
     from nanoformer.data.parallel import read_lines
+    from nanoformer.data.text import find_data_file
 
-    path = Path(path)
+    path = find_data_file(path)
     if path.is_file() and path.stat().st_size == 0:
         return []
     return read_lines(path)

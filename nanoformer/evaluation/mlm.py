@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoformer.errors import UserError
-from nanoformer.training.losses import IGNORE_INDEX
+from nanoformer.layers.losses import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from nanoformer.tokenizer import Tokenizer

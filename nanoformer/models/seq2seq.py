@@ -20,7 +20,7 @@ from nanoformer.layers.embedding import Embeddings
 from nanoformer.layers.masks import padding_mask
 from nanoformer.models.init import init_weights
 from nanoformer.models.inputs import check_ids, check_length, check_mask, default_position_ids
-from nanoformer.training.losses import head_loss
+from nanoformer.layers.losses import head_loss
 
 
 class Seq2SeqTransformer(nn.Module):

@@ -31,7 +31,7 @@ from nanoformer.models import EncoderModel
 from nanoformer.run_config import RunConfig
 from nanoformer.tokenizer import Tokenizer
 from nanoformer.training.checkpoint import load_model_state
-from nanoformer.training.losses import IGNORE_INDEX
+from nanoformer.layers.losses import IGNORE_INDEX
 from nanoformer.training.trainer import FitResult, Trainer
 
 Batch = dict[str, Tensor]

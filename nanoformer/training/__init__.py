@@ -15,7 +15,7 @@ from nanoformer.training.checkpoint import (
 )
 from nanoformer.training.config import TrainConfig, parse_duration
 from nanoformer.training.distributed import DistInfo, cleanup_distributed, setup_distributed
-from nanoformer.training.losses import IGNORE_INDEX, token_cross_entropy
+from nanoformer.layers.losses import IGNORE_INDEX, token_cross_entropy
 from nanoformer.training.optim import build_optimizer, param_groups
 from nanoformer.training.schedules import lr_at, set_lr
 from nanoformer.training.trainer import BatchSource, FitResult, Trainer

@@ -66,7 +66,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     grad_clip: float | None = 1.0  # max global gradient norm; None or 0 disables clipping
-    label_smoothing: float = 0.0  # read by the caller's loss function (see `training.losses`)
+    label_smoothing: float = 0.0  # read by the caller's loss function (see `layers.losses`)
     eval_interval: int = 250
     eval_batches: int = 20
     log_interval: int = 10

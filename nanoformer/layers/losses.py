@@ -1,7 +1,9 @@
 """Token-level cross-entropy with label smoothing, the loss every family's `loss_fn` builds on.
 
 The trainer never computes a loss itself (it cannot know which tensors are targets); each
-family's `loss_fn(model, batch)` calls the model and then this function.
+family's `loss_fn(model, batch)` calls the model and then this function. It lives with the
+layers, not the trainer, because the output layer and its loss are fused (`linear_cross_entropy`)
+and the models call it themselves (`model(ids, targets=...)`): models import layers, never training.
 """
 
 from __future__ import annotations
