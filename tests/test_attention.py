@@ -370,6 +370,39 @@ def test_layer_cache_reorders_in_turn_as_beam_search_does():
         assert torch.equal(cache.v[:, :, : cache.length], expected[:, 1])
 
 
+def test_cross_keys_stored_per_sentence_follow_the_sentences():
+    """With `sentences`, cross K/V (one row per source sentence) move only when a sentence leaves;
+    the self-attention rows follow the beams as before."""
+    cache = LayerCache(capacity=4)
+    cache.append_kv(torch.randn(6, 2, 2, 1, 4))  # 3 sentences x 2 beams
+    cache.cross_k, cache.cross_v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    cross_k, cross_v = cache.cross_k, cache.cross_v
+    cache.reorder(torch.tensor([1, 1, 2, 3, 5, 4]), sentences=torch.arange(3))
+    assert cache.cross_k is cross_k and cache.cross_v is cross_v  # all three stayed: nothing copied
+    cache.reorder(torch.tensor([0, 1, 4, 5]), sentences=torch.tensor([0, 2]))
+    assert torch.equal(cache.cross_k, cross_k[[0, 2]]) and torch.equal(cache.cross_v, cross_v[[0, 2]])
+    assert cache.kv.shape[0] == 4
+
+
+@pytest.mark.parametrize("impl", ["math", "sdpa"])
+def test_cross_attention_of_beams_sharing_one_memory_equals_copies(impl):
+    """Three beams per sentence reading one copy of the sentence's keys/values (group_queries) give
+    what three copies give, outputs and weights, with a padded source."""
+    torch.manual_seed(21)
+    mha = MultiHeadAttention(8, 2, cross=True, impl=impl).eval()
+    memory, x = torch.randn(2, 5, 8), torch.randn(6, 1, 8)
+    mask = padding_mask(torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
+    shared = LayerCache(capacity=2)
+    mha(x[::3], memory=memory, mask=mask, cache=shared)  # first step: one row per sentence
+    out, weights = mha(x, mask=mask, cache=shared, need_weights=True)
+    assert shared.cross_k.shape[0] == 2
+    copies = LayerCache(capacity=2)
+    ref, ref_weights = mha(x, memory=memory.repeat_interleave(3, 0), mask=mask.repeat_interleave(3, 0),
+                           cache=copies, need_weights=True)
+    assert (out - ref).abs().max() <= TOL and (weights - ref_weights).abs().max() <= TOL
+    assert weights[:3, :, :, 3:].abs().max() == 0  # the padded source positions
+
+
 def test_kv_cache_tracks_layers():
     cache = KVCache(n_layers=3, capacity=4)
     assert len(cache.layers) == 3 and cache.length == 0

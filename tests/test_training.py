@@ -431,6 +431,19 @@ def test_best_metric_picks_best_by_a_validation_metric_and_survives_resume(tmp_p
     assert all(torch.equal(at_4[k], in_best[k]) for k in at_4)
 
 
+def test_resume_with_another_best_metric_starts_a_new_best(tmp_path, capsys):
+    """An accuracy and a loss do not compare (an accuracy of 0.9 would outrank every -val_loss for
+    ever): after the switch, the next evaluation becomes best."""
+    make_trainer(tmp_path, max_steps=4, eval_interval=2, keep_last=100, best_metric="accuracy",
+                 eval_metrics=scripted_metrics([0.9, 0.2])).fit()
+    assert read_config(tmp_path)["checkpoint"]["step"] == 2  # highest accuracy
+    make_trainer(tmp_path, loss_fn=best_at_evaluation(2), max_steps=8, eval_interval=2, keep_last=100,
+                 resume=True).fit()
+    assert "chosen by accuracy; from now on by val_loss" in capsys.readouterr().err
+    assert read_config(tmp_path)["checkpoint"]["step"] == 8  # the lower of the two losses after the switch
+    assert read_trainer_state(tmp_path)["best_metric"] == "val_loss"
+
+
 def test_best_metric_needs_a_recipe_that_computes_it(tmp_path):
     with pytest.raises(UserError, match="computes no validation metrics"):
         make_trainer(tmp_path, best_metric="accuracy")

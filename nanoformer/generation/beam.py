@@ -11,11 +11,13 @@ Taking 2k candidates guarantees k running beams even if every beam chose eos.
 
 The work stays on the KV cache:
 - the first step runs one row per sentence (all beams start from the same start token); its
-  cross-attention keys/values are computed there, once per source sentence, and the cache's
-  `reorder` then copies them, with the self-attention keys/values, to the sentence's k beams;
-- after each step `cache.reorder(rows)` keeps the rows of the chosen beams in their new order;
-- a sentence that is done leaves the batch in that same reorder, so later steps only compute the
-  sentences still searching.
+  cross-attention keys/values are computed there, once per source sentence, and stay that way:
+  the k beams of a sentence attend to one copy (attention.py's `group_queries`), so a step
+  reads its encoder memory once, not k times, and reordering beams never moves it;
+- after each step `cache.reorder(rows, sentences)` keeps the self-attention rows of the chosen
+  beams in their new order;
+- a sentence that is done leaves the batch in that same reorder (its rows, its memory and its
+  source mask), so later steps only compute the sentences still searching.
 
 When a sentence is done (`early_stopping`, Hugging Face's semantics):
 - False (default, HF's default): when it has k finished hypotheses and the best running beam,
@@ -121,7 +123,8 @@ def beam_search(
     fin_lengths = torch.zeros((batch, k), dtype=torch.long, device=device)
 
     # Running state of the sentences still searching: `active` holds their original indices;
-    # rows (cache, tokens, masks) are sentence-major, `beams` rows per sentence.
+    # rows (cache, tokens) are sentence-major, `beams` rows per sentence; the memory and the source
+    # mask have one row per sentence.
     active = torch.arange(batch, device=device)
     limit = limits
     beams = 1
@@ -193,10 +196,11 @@ def beam_search(
         # 4. Reorder the cache (and every per-row tensor) to the chosen beams of the sentences left.
         keep = (~done).nonzero().squeeze(1)
         rows = (keep[:, None] * beams + next_beam[keep]).view(-1)
-        reorder_beams(cache, rows, same_sentences=beams == k and keep.shape[0] == n)
+        cache.reorder(rows, sentences=keep)
         tokens = tokens.index_select(0, rows)
         tokens[:, t] = next_token[keep].view(-1)
-        src_mask = src_mask.index_select(0, rows) if src_mask is not None else None
+        if src_mask is not None and keep.shape[0] != n:
+            src_mask = src_mask.index_select(0, keep)  # one per sentence, as its memory
         run_scores, active, limit = run_scores[keep], active[keep], limit[keep]
         beams = k
 
@@ -252,25 +256,6 @@ def best_continuations(logp: Tensor, run_scores: Tensor, count: int) -> tuple[Te
     scores, which = total.topk(count, dim=1)
     beam = torch.div(which, count, rounding_mode="floor")
     return scores, beam * vocab + token.view(n, beams * count).gather(1, which)
-
-
-def reorder_beams(cache, rows: Tensor, same_sentences: bool) -> None:
-    """`cache.reorder(rows)`, without copying the cross-attention keys/values when it need not.
-
-    The k beams of a sentence hold k identical copies of its cross-attention K/V, so while the
-    same sentences stay in the batch (beams only move within their sentence), those rows are
-    already right; only the self-attention K/V follow the beams. (A candidate for `KVCache`.)
-    """
-    if not same_sentences:
-        cache.reorder(rows)
-        return
-    for layer in cache.layers:
-        cross = layer.cross_k, layer.cross_v
-        layer.cross_k = layer.cross_v = None
-        try:
-            layer.reorder(rows)
-        finally:
-            layer.cross_k, layer.cross_v = cross
 
 
 @torch.no_grad()

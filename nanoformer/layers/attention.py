@@ -86,6 +86,28 @@ def scaled_dot_product_attention(
     return out, None
 
 
+def group_queries(q: Tensor, kv_rows: int) -> Tensor:
+    """Queries (R, H, T, d) whose R / kv_rows consecutive rows share one row of keys/values, as
+    (kv_rows, H, g·T, d): the g rows become more queries of one attention call.
+
+    Beam search keeps the cross-attention keys/values once per source sentence, not once per beam:
+    the g beams of a sentence read the same encoder memory, so a step reads g times less of it.
+    Each query row is attended independently, so the outputs equal those of g identical copies.
+    """
+    rows, heads, length, d = q.shape
+    if rows % kv_rows:
+        raise ValueError(f"{rows} query rows cannot share {kv_rows} rows of keys/values")
+    g = rows // kv_rows
+    return q.view(kv_rows, g, heads, length, d).transpose(1, 2).reshape(kv_rows, heads, g * length, d)
+
+
+def ungroup_queries(x: Tensor, rows: int) -> Tensor:
+    """Undo `group_queries` on an output or weights (kv_rows, H, g·T, x) -> (rows, H, T, x)."""
+    kv_rows, heads, grouped, width = x.shape
+    g = rows // kv_rows
+    return x.view(kv_rows, heads, g, grouped // g, width).transpose(1, 2).reshape(rows, heads, grouped // g, width)
+
+
 def select_queries(
     positions: Tensor, q: Tensor, mask: Tensor | None, bias: Tensor | None
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -160,6 +182,7 @@ class MultiHeadAttention(nn.Module):
         cache); every position still serves as a key and value. The output is then (B, Tq, D).
         Returns the output (B, T, D) and, if need_weights, the weights (B, H, T, T_keys).
         """
+        rows = x.shape[0]
         if self.cross:
             q = self._heads(self.q_proj(x), 1)[0]
             if cache is not None and cache.cross_k is not None:
@@ -170,6 +193,8 @@ class MultiHeadAttention(nn.Module):
                 k, v = self._heads(self.kv_proj(memory), 2)
                 if cache is not None:
                     cache.cross_k, cache.cross_v = k, v
+            if k.shape[0] != rows:  # one memory per sentence, several beams (see group_queries)
+                q = group_queries(q, k.shape[0])
         else:
             batch, length, _ = x.shape
             qkv = self.qkv_proj(x).view(batch, length, 3, self.n_heads, self.d_head).permute(0, 2, 3, 1, 4)
@@ -195,6 +220,9 @@ class MultiHeadAttention(nn.Module):
             need_weights=need_weights,
             impl=self.impl,
         )
+        if out.shape[0] != rows:
+            out = ungroup_queries(out, rows)
+            weights = ungroup_queries(weights, rows) if weights is not None else None
         batch, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, length, self.d_model)
         return self.out_proj(out), weights

@@ -7,7 +7,9 @@ cross-attention keys/values of the encoder memory never change during decoding, 
 computed once per source sentence and kept here too.
 
 Beam search reorders the batch dimension after each step (`reorder`), and drops finished
-sentences the same way (an index tensor with fewer rows).
+sentences the same way (an index tensor with fewer rows). It keeps the cross-attention K/V once
+per source sentence rather than once per beam (the beams of a sentence share its encoder memory;
+attention.py's `group_queries`), so those follow the sentences, not the beams.
 """
 
 from __future__ import annotations
@@ -56,8 +58,12 @@ class LayerCache:
         self.length = new_length
         return self.kv[:, 0, :, :new_length], self.kv[:, 1, :, :new_length]
 
-    def reorder(self, indices: Tensor) -> None:
+    def reorder(self, indices: Tensor, sentences: Tensor | None = None) -> None:
         """Keep batch rows `indices`, in that order (beam search; dropping finished rows).
+
+        The cross-attention K/V follow the same rows, or, when given, `sentences`: the ascending
+        indices of the source sentences kept, for K/V stored once per sentence (beam search). An
+        unchanged count then means every sentence stayed, and nothing moves.
 
         Only the filled positions are copied (the buffer is sized for the whole generation, so
         copying all of it would move about twice the data on average), into a second buffer kept
@@ -73,10 +79,12 @@ class LayerCache:
             filled = self.length
             torch.index_select(self.kv[:, :, :, :filled], 0, indices, out=target[:, :, :, :filled])
             self._spare, self.kv = self.kv, target
-        if self.cross_k is not None:
-            self.cross_k = self.cross_k.index_select(0, indices)
+        if self.cross_k is None or (sentences is not None and sentences.shape[0] == self.cross_k.shape[0]):
+            return  # no cross-attention, or every sentence stayed
+        cross = indices if sentences is None else sentences
+        self.cross_k = self.cross_k.index_select(0, cross)
         if self.cross_v is not None:
-            self.cross_v = self.cross_v.index_select(0, indices)
+            self.cross_v = self.cross_v.index_select(0, cross)
 
     def trim(self, length: int) -> None:
         """Forget positions from `length` on (e.g. to rewind a prompt)."""
@@ -99,9 +107,10 @@ class KVCache:
         """Number of positions already cached (the offset of the next token)."""
         return self.layers[0].length
 
-    def reorder(self, indices: Tensor) -> None:
+    def reorder(self, indices: Tensor, sentences: Tensor | None = None) -> None:
+        """`LayerCache.reorder` on every layer."""
         for layer in self.layers:
-            layer.reorder(indices)
+            layer.reorder(indices, sentences)
 
     def trim(self, length: int) -> None:
         for layer in self.layers:

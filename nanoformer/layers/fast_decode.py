@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nanoformer.layers.attention import MultiHeadAttention
+from nanoformer.layers.attention import MultiHeadAttention, group_queries, ungroup_queries
 from nanoformer.layers.cache import KVCache
 from nanoformer.layers.feedforward import FeedForward
 from nanoformer.layers.positional import apply_rotary
@@ -168,11 +168,16 @@ def fast_decode_step(
             if layer_cache.cross_k is None:
                 if memory is None:
                     raise ValueError("cross-attention needs `memory` (the encoder output) on its first call")
-                kv = F.linear(memory, *p.cross_kv).view(batch, memory.shape[1], 2, heads, d_head)
+                kv = F.linear(memory, *p.cross_kv).view(memory.shape[0], memory.shape[1], 2, heads, d_head)
                 layer_cache.cross_k, layer_cache.cross_v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+            grouped = layer_cache.cross_k.shape[0] != batch  # one memory per sentence, several beams
+            if grouped:
+                q = group_queries(q, layer_cache.cross_k.shape[0])
             out = F.scaled_dot_product_attention(
                 q, layer_cache.cross_k, layer_cache.cross_v, attn_mask=memory_mask, scale=scale
             )
+            if grouped:
+                out = ungroup_queries(out, batch)
             out = F.linear(out.view(batch, 1, heads * d_head), *p.cross_out)
             x = x + out if pre_norm else p.cross_norm(x + out)
 

@@ -448,6 +448,7 @@ class Trainer:
                 "tokens_seen": self.tokens_seen,
                 "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
                 "best_score": None if math.isinf(self.best_score) else self.best_score,
+                "best_metric": self.config.best_metric,
                 "last_val_loss": self.last_val_loss,
                 "elapsed_s": self.elapsed_s,
                 "world_size": self.dist.world_size,
@@ -478,6 +479,12 @@ class Trainer:
         self.best_val_loss = math.inf if state["best_val_loss"] is None else state["best_val_loss"]
         score = state.get("best_score", -self.best_val_loss)  # checkpoints before best_metric ranked by loss
         self.best_score = -math.inf if score is None else score
+        saved_metric = state.get("best_metric", "val_loss")
+        if saved_metric != self.config.best_metric:
+            # Scores of two metrics do not compare: the next evaluation starts a new best.
+            self.best_score = -math.inf
+            self._say(f"Note: checkpoints/best was chosen by {saved_metric}; from now on by "
+                      f"{self.config.best_metric}, starting at the next evaluation.")
         self.last_val_loss = state.get("last_val_loss")
         self._elapsed_before = state["elapsed_s"]
         ranks = state["ranks"]
