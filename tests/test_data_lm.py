@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from nanoformer.data import lm, text
 from nanoformer.data.lm import LMData, build_token_cache, open_token_cache
-from nanoformer.data.text import read_text, resolve_text_files
+from nanoformer.data.text import find_data_file, read_text, resolve_text_files
 from nanoformer.errors import UserError
 from nanoformer.tokenizer import Tokenizer
 
@@ -59,6 +59,9 @@ def test_missing_path_names_where_it_looked(tmp_path, monkeypatch) -> None:
         resolve_text_files("nope.txt", base_dir=tmp_path / "cfg")
     with pytest.raises(UserError, match="list of files is empty"):
         resolve_text_files([])
+    # a file named on the command line (--data, --input, --src): no corpus names offered
+    with pytest.raises(UserError, match=r"no such file or folder .*; check the path$"):
+        find_data_file("nope.tsv")
 
 
 def test_folders_contribute_their_text_files_recursively(tmp_path) -> None:

@@ -108,10 +108,14 @@ def _resolve_one(item: PathLike, base_dir: PathLike | None) -> list[Path]:
 def find_data_file(path: PathLike) -> Path:
     """A file or folder named on the command line: as given (relative to the working folder),
     else under `$NANOFORMER_DATA`, as config paths resolve (`--data sst2/stsa.binary.test`)."""
-    return _find_path(Path(path).expanduser(), None)
+    return _find_path(Path(path).expanduser(), None, corpus_names=False)
 
 
-def _find_path(path: Path, base_dir: PathLike | None) -> Path:
+def _find_path(path: Path, base_dir: PathLike | None, corpus_names: bool = True) -> Path:
+    """`path` as given (relative to `base_dir` or the working folder), else under `$NANOFORMER_DATA`.
+
+    corpus_names: whether the caller also accepts a standard corpus name, which the error then offers.
+    """
     if path.is_absolute():
         candidates = [path]
     else:
@@ -122,9 +126,12 @@ def _find_path(path: Path, base_dir: PathLike | None) -> Path:
         if candidate.exists():
             return candidate.resolve()
     tried = ", ".join(str(c) for c in candidates)
-    hint = "" if data_dir() is not None else " or set NANOFORMER_DATA to the folder of corpora,"
-    raise UserError(f"{path}: no such file or folder (looked in: {tried}); check the path,{hint} "
-                    f"or use a standard corpus name ({', '.join(STANDARD_TEXTS)})")
+    fixes = ["check the path"]
+    if data_dir() is None:
+        fixes.append("set NANOFORMER_DATA to the folder of corpora")
+    if corpus_names:
+        fixes.append(f"use a standard corpus name ({', '.join(STANDARD_TEXTS)})")
+    raise UserError(f"{path}: no such file or folder (looked in: {tried}); {', or '.join(fixes)}")
 
 
 def standard_text_path(name: str) -> Path:
