@@ -143,3 +143,31 @@ def test_shipped_configs_parse(tmp_path):
         load_finetune_config(CONFIGS / "sst2_finetune.toml", ["model.n_layers=2"], init_from=str(tmp_path / "ckpt"))
     scratch = load_finetune_config(CONFIGS / "sst2_finetune.toml", ["model.preset=bert-mini"], init_from="none")
     assert "init_from" not in scratch.extra and scratch.model.n_layers == 4
+
+
+def test_classification_loss_rdrop_and_label_smoothing():
+    """R-Drop adds a symmetric KL between two dropout passes: zero without dropout, positive with
+    it; evaluation is always the plain cross-entropy; label smoothing applies in training only."""
+    import torch.nn.functional as F
+
+    from nanoformer.recipes.classification import classification_loss
+
+    ids, mask = batch()
+    data = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 2, 1])}
+    torch.manual_seed(0)
+    deterministic = EncoderModel(small(num_labels=3, classifier_pooling="mean", dropout=0.0))
+    plain = F.cross_entropy(deterministic(ids, mask), data["labels"])
+    assert torch.allclose(classification_loss(rdrop=5.0)(deterministic, data), plain, atol=1e-6)
+    smoothed = F.cross_entropy(deterministic(ids, mask), data["labels"], label_smoothing=0.2)
+    assert torch.allclose(classification_loss(label_smoothing=0.2)(deterministic, data), smoothed, atol=1e-6)
+    assert torch.allclose(classification_loss(0.2, 5.0)(deterministic.eval(), data), plain, atol=1e-6)
+
+    torch.manual_seed(0)
+    noisy = EncoderModel(small(num_labels=3, classifier_pooling="mean", dropout=0.3))
+    torch.manual_seed(1)
+    without = classification_loss(rdrop=0.0)(noisy, data)
+    torch.manual_seed(1)
+    with_kl = classification_loss(rdrop=100.0)(noisy, data)
+    assert with_kl > without + 1e-3  # two different dropout masks disagree, so the KL term is > 0
+    with_kl.backward()
+    assert noisy.classifier.out.weight.grad.abs().sum() > 0

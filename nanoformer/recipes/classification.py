@@ -14,6 +14,9 @@ The classes come from the data (see `nanoformer.data.classification`) and are st
 model config (`num_labels`, `labels`), so a checkpoint names its own classes. After training,
 the best checkpoint (lowest validation loss) is evaluated on the dev and test files: accuracy
 and F1, printed and written to RUN_DIR/eval.json.
+
+The loss is cross-entropy over the classes, with `train.label_smoothing` and, for small labelled
+sets, `train.rdrop` (R-Drop: a consistency term between two dropout passes of each batch).
 """
 
 from __future__ import annotations
@@ -84,9 +87,30 @@ def load_pretrained(model: EncoderModel, folder: Path) -> None:
 # --------------------------------------------------------------------------- training
 
 
-def classification_loss(model: nn.Module, batch: Batch) -> Tensor:
-    logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-    return F.cross_entropy(logits.float(), batch["labels"])
+def classification_loss(label_smoothing: float = 0.0, rdrop: float = 0.0):
+    """loss_fn(model, batch): cross-entropy over the classes, smoothed in training.
+
+    With `rdrop` > 0 a training batch runs twice (stacked into one forward, so the two copies get
+    independent dropout masks) and the loss adds rdrop x the mean of KL(p||q) and KL(q||p) between
+    the two predicted distributions (R-Drop). Evaluation is a single plain cross-entropy.
+    """
+
+    def loss_fn(model: nn.Module, batch: Batch) -> Tensor:
+        inputs = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        labels = batch["labels"]
+        if not model.training:
+            return F.cross_entropy(model(*inputs).float(), labels)
+        if rdrop == 0:
+            return F.cross_entropy(model(*inputs).float(), labels, label_smoothing=label_smoothing)
+        twice = [None if x is None else torch.cat([x, x]) for x in inputs]
+        first, second = model(*twice).float().chunk(2)
+        ce = F.cross_entropy(torch.cat([first, second]), torch.cat([labels, labels]), label_smoothing=label_smoothing)
+        log_p, log_q = F.log_softmax(first, dim=-1), F.log_softmax(second, dim=-1)
+        kl = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") \
+            + F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+        return ce + rdrop * kl / 2
+
+    return loss_fn
 
 
 def _resolve_file(value: str, base_dir: Path | None) -> Path:
@@ -168,7 +192,8 @@ def train_classifier(run: RunConfig, run_dir: str | Path, resume: bool = False, 
         """Accuracy and macro-F1 on the whole dev set, for train.best_metric and the log."""
         return evaluate_classifier(model, batches.eval_batches("val", n_batches=None), labels)
 
-    trainer = Trainer(model, classification_loss, batches, run.train, model_config, run_dir, tokenizer=tokenizer,
+    loss_fn = classification_loss(run.train.label_smoothing, run.train.rdrop)
+    trainer = Trainer(model, loss_fn, batches, run.train, model_config, run_dir, tokenizer=tokenizer,
                       extra_config=extra, resume=resume, progress=progress, eval_metrics=dev_metrics)
     result = trainer.fit(pause_after_s=pause_after_s)
     if rank == 0 and not result.interrupted:

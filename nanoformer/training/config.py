@@ -67,6 +67,10 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float | None = 1.0  # max global gradient norm; None or 0 disables clipping
     label_smoothing: float = 0.0  # read by the caller's loss function (see `layers.losses`)
+    # R-Drop (Liang et al., 2021), classifiers only: each batch runs twice under different dropout
+    # masks, and `rdrop` x the mean of the two KL divergences between the predictions joins the loss.
+    # A regulariser for small labelled sets; it doubles the cost of a step.
+    rdrop: float = 0.0
     eval_interval: int = 250
     eval_batches: int = 20
     log_interval: int = 10
@@ -124,6 +128,7 @@ class TrainConfig:
         need(all(0 <= b < 1 for b in self.betas), "betas", "both must lie in [0, 1)")
         need(self.grad_clip is None or self.grad_clip >= 0, "grad_clip", "must be positive, or 0/None to disable")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "must lie in [0, 1)")
+        need(self.rdrop >= 0, "rdrop", "must be >= 0 (0 turns R-Drop off)")
         need(0 <= self.cooldown < 1, "cooldown", "must lie in [0, 1): the fraction of the budget to anneal over")
         need(0 < self.layer_lr_decay <= 1, "layer_lr_decay", "must lie in (0, 1]; 1 = no decay")
         need(self.checkpoint_interval is None or self.checkpoint_interval >= 1, "checkpoint_interval",
