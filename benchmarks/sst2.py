@@ -40,7 +40,7 @@ def finetune(run_dir: Path, arm_args: list[str], seed: int, extra: list[str], th
         command = [sys.executable, "-m", "nanoformer.cli", "finetune", str(ROOT / "configs" / "sst2_finetune.toml"),
                    *arm_args, "--set", f"train.seed={seed}", *extra, "--out", str(run_dir), "--quiet"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        with open(run_dir.with_suffix(".log"), "w", encoding="utf-8") as log:
+        with open(run_dir.parent / f"{run_dir.name}.log", "w", encoding="utf-8") as log:
             subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     return json.loads(report.read_text(encoding="utf-8"))
 
@@ -58,7 +58,7 @@ def main() -> None:
 
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = [item for value in args.set for item in ("--set", value)]
-    tag = "".join(f"-{v.replace('=', '')}" for v in args.set)
+    tag = "".join(f"-{v.split('.')[-1].replace('=', '')}" for v in args.set)  # train.rdrop=0 -> -rdrop0
     runs = ROOT / args.runs
     runs.mkdir(parents=True, exist_ok=True)
     arms = {"pretrained": ["--init-from", args.init_from], "scratch": SCRATCH}
