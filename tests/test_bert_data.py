@@ -188,6 +188,10 @@ def test_label_first_files_join_the_corpus_without_their_labels(tmp_path, tokeni
     assert [f.name for f in files] == ["book.txt", "task.train"]
     labelled = sequences_from_config(MLMDataConfig(label_first=["task.train"]), tmp_path)  # the task's text alone
     assert [f.name for f in labelled] == ["task.train"]
+    # named in path as well (or reached through a folder): read once, as labelled
+    for path in (["book.txt", "task.train"], str(tmp_path)):
+        twice = sequences_from_config(MLMDataConfig(path=path, label_first=["task.train"]), tmp_path)
+        assert sorted(f.name for f in twice) == ["book.txt", "task.train"]
     splits = build_sequences(files, tokenizer, config, None, label_first=labelled)
     every = np.concatenate([splits["train"].tokens, splits["val"].tokens])
     expected = sum((tokenizer.encode(u) for u in ["the quick brown fox.", "jumps over lazy dogs.", "나는 학교에 갔다",

@@ -536,9 +536,15 @@ def _continuation_pieces(tokenizer: Tokenizer, word: str) -> list[int] | None:
 
 
 def sequences_from_config(config: MLMDataConfig, base_dir: Path | None) -> list[Path]:
-    """The files named by [data] path (or name), then those named by `label_first`."""
+    """The files named by [data] path (or name), then those named by `label_first`.
+
+    A file that `path` also reaches (named twice, or inside a listed folder) is read once, as
+    labelled: reading it twice would double its sentences in the corpus.
+    """
     plain = resolve_text_files(config.sources(), base_dir=base_dir) if config.sources() is not None else []
-    return plain + label_first_files(config, base_dir)
+    labelled = label_first_files(config, base_dir)
+    named = {path.resolve() for path in labelled}
+    return [path for path in plain if path.resolve() not in named] + labelled
 
 
 def label_first_files(config: MLMDataConfig, base_dir: Path | None) -> list[Path]:
