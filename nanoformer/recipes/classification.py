@@ -12,7 +12,7 @@ Two ways to start:
 
 The classes come from the data (see `nanoformer.data.classification`) and are stored in the
 model config (`num_labels`, `labels`), so a checkpoint names its own classes. After training,
-the best checkpoint (lowest validation loss) is evaluated on the dev and test files: accuracy
+the best checkpoint (by `train.best_metric`: dev loss, or dev accuracy/F1) is evaluated on the dev and test files: accuracy
 and F1, printed and written to RUN_DIR/eval.json.
 
 The loss is cross-entropy over the classes, with `train.label_smoothing` and, for small labelled
@@ -98,14 +98,12 @@ def classification_loss(label_smoothing: float = 0.0, rdrop: float = 0.0):
     def loss_fn(model: nn.Module, batch: Batch) -> Tensor:
         inputs = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         labels = batch["labels"]
-        if not model.training:
-            return F.cross_entropy(model(*inputs).float(), labels)
-        if rdrop == 0:
-            return F.cross_entropy(model(*inputs).float(), labels, label_smoothing=label_smoothing)
-        twice = [None if x is None else torch.cat([x, x]) for x in inputs]
-        first, second = model(*twice).float().chunk(2)
-        ce = F.cross_entropy(torch.cat([first, second]), torch.cat([labels, labels]), label_smoothing=label_smoothing)
-        log_p, log_q = F.log_softmax(first, dim=-1), F.log_softmax(second, dim=-1)
+        smoothing = label_smoothing if model.training else 0.0
+        if rdrop == 0 or not model.training:
+            return F.cross_entropy(model(*inputs).float(), labels, label_smoothing=smoothing)
+        logits = model(*[None if x is None else torch.cat([x, x]) for x in inputs]).float()
+        ce = F.cross_entropy(logits, torch.cat([labels, labels]), label_smoothing=smoothing)
+        log_p, log_q = F.log_softmax(logits, dim=-1).chunk(2)
         kl = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") \
             + F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
         return ce + rdrop * kl / 2
