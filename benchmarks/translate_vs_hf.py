@@ -10,7 +10,8 @@ Three measurements, each interleaved in one process (see common.py):
   0.1, AdamW fused (--optimizer; the default of both trainers), each side's loss as its library computes it in training (HF: logits, then
   F.cross_entropy; ours: `model(..., targets=)`, which never materialises the logits), on real
   Multi30k de->en pairs tokenised with that BPE, batched by length (a sorted pool cut at
-  --max-tokens target tokens per batch, as fairseq's max_tokens); one round runs the same
+  --max-tokens target tokens per batch, as fairseq's max_tokens; --sort longest batches as
+  nanoformer's own sampler does, with far less source padding); one round runs the same
   --train-batches batches on each model;
 - greedy and beam-4 sentences/s at batch 16 on the first sentences of test_2016_flickr.de, with
   opus-mt's generation settings on both sides (pad banned, eos forced at the limit, length_penalty
@@ -59,14 +60,23 @@ def pad_right(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
     return ids, mask
 
 
-def length_batches(pairs, max_tokens: int, count: int, seed: int, pad: int, start: int):
-    """`count` batches by length: shuffle, sort a pool by target then source length, cut at max_tokens."""
+def length_batches(pairs, max_tokens: int, count: int, seed: int, pad: int, start: int, sort: str = "target"):
+    """`count` batches by length: shuffle, sort a pool, cut at max_tokens.
+
+    sort "target": by target then source length, max_tokens counting target tokens (the source
+    side then keeps a third of padding); "longest": by the longer side, then target, then source,
+    max_tokens counting the longer side, as nanoformer's TokenBatchSampler does (a few % padding).
+    """
     rng = random.Random(seed)
     pool = rng.sample(pairs, min(len(pairs), 200 * count))
-    pool.sort(key=lambda p: (len(p[1]), len(p[0])))
+
+    def size(pair) -> int:
+        return max(len(pair[0]), len(pair[1])) if sort == "longest" else len(pair[1])
+
+    pool.sort(key=lambda p: (size(p), len(p[1]), len(p[0])))
     batches, current = [], []
     for pair in pool:
-        width = max([len(pair[1])] + [len(p[1]) for p in current])
+        width = max([size(pair)] + [size(p) for p in current])
         if current and width * (len(current) + 1) > max_tokens:
             batches.append(current)
             current = []
@@ -131,6 +141,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=2000, help="target tokens per training batch")
     parser.add_argument("--train-batches", type=int, default=3, help="batches per timed training round")
     parser.add_argument("--train-rounds", type=int, default=3)
+    parser.add_argument("--sort", choices=["target", "longest"], default="target",
+                        help="training batches: sorted by target length (default) or by the longer side (nanoformer's sampler)")
     parser.add_argument("--optimizer", choices=["fused", "foreach"], default="fused",
                         help="AdamW implementation on both sides: fused is the default of both HF's Trainer "
                              "(adamw_torch_fused, torch >= 2.8) and nanoformer's trainer")
@@ -198,9 +210,13 @@ def main() -> None:
             write_result("translate_vs_hf", result, args.out)
 
     if not args.skip_train:
-        batches = length_batches(pairs, args.max_tokens, args.train_batches, seed=0, pad=pad, start=pad)
+        batches = length_batches(pairs, args.max_tokens, args.train_batches, seed=0, pad=pad, start=pad, sort=args.sort)
         n_pairs = sum(len(b[0]) for b in batches)
         tgt_tokens = sum(int((b[3] != -100).sum()) for b in batches)
+        # Padding share of each side: nanoformer's training skips padding in its token-wise layers
+        # (layers/packing.py), so the ratio depends on it; our own recipe's batches are tighter.
+        src_real = sum(int(b[1].sum()) for b in batches) / sum(b[1].numel() for b in batches)
+        tgt_real = tgt_tokens / sum(b[3].numel() for b in batches)
         ours.train()
         hf.train()
         runners = {
@@ -208,8 +224,10 @@ def main() -> None:
             "nanoformer": train_round(ours, torch.optim.AdamW(ours.parameters(), lr=5e-4, **{args.optimizer: True}), batches, False),
         }
         times = time_interleaved(runners, rounds=args.train_rounds)
-        result = {"phase": "train", "shape": shape, "max_tokens": args.max_tokens, "optimizer": args.optimizer, "batches": len(batches),
+        result = {"phase": "train", "shape": shape, "max_tokens": args.max_tokens, "sort": args.sort,
+                  "optimizer": args.optimizer, "batches": len(batches),
                   "pairs_per_round": n_pairs, "target_tokens_per_round": tgt_tokens,
+                  "src_padding": round(1 - src_real, 3), "tgt_padding": round(1 - tgt_real, 3),
                   "matmul_peak_gflops": round(peak, 1)}
         for name, values in times.items():
             result[f"{name}_pairs_per_s"] = round(n_pairs / median(values), 1)

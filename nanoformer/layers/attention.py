@@ -25,6 +25,7 @@ from nanoformer.config import ATTENTION_IMPLS
 from nanoformer.layers.cache import LayerCache
 from nanoformer.layers.dropout import dropout
 from nanoformer.layers.masks import causal_mask
+from nanoformer.layers.packing import TokenPacking
 from nanoformer.layers.positional import apply_rotary
 
 
@@ -172,6 +173,7 @@ class MultiHeadAttention(nn.Module):
         cache: LayerCache | None = None,
         need_weights: bool = False,
         queries: Tensor | None = None,
+        packing: TokenPacking | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, T, D) queries. memory: (B, S, D) encoder states for cross-attention.
 
@@ -180,11 +182,19 @@ class MultiHeadAttention(nn.Module):
         cross-attention computes memory keys/values once and reuses them afterwards.
         queries: (B, Tq) positions of x whose outputs are wanted (self-attention without a
         cache); every position still serves as a key and value. The output is then (B, Tq, D).
+        packing: x is (N, D), the real tokens of a padded (B, T) batch (layers/packing.py); the
+        projections run on those rows, attention on the (B, T) layout, and the output is (N, D).
         Returns the output (B, T, D) and, if need_weights, the weights (B, H, T, T_keys).
         """
         rows = x.shape[0]
+        if packing is not None and (cache is not None or queries is not None):
+            raise ValueError("packing= is for whole padded sequences; it combines with neither cache nor queries")
         if self.cross:
-            q = self._heads(self.q_proj(x), 1)[0]
+            q = self.q_proj(x)
+            if packing is not None:
+                q = packing.unpack(q)
+                rows = q.shape[0]
+            q = self._heads(q, 1)[0]
             if cache is not None and cache.cross_k is not None:
                 k, v = cache.cross_k, cache.cross_v
             else:
@@ -196,8 +206,12 @@ class MultiHeadAttention(nn.Module):
             if k.shape[0] != rows:  # one memory per sentence, several beams (see group_queries)
                 q = group_queries(q, k.shape[0])
         else:
-            batch, length, _ = x.shape
-            qkv = self.qkv_proj(x).view(batch, length, 3, self.n_heads, self.d_head).permute(0, 2, 3, 1, 4)
+            qkv = self.qkv_proj(x)
+            if packing is not None:
+                qkv = packing.unpack(qkv)
+                rows = qkv.shape[0]
+            batch, length, _ = qkv.shape
+            qkv = qkv.view(batch, length, 3, self.n_heads, self.d_head).permute(0, 2, 3, 1, 4)
             q, k, v = qkv.unbind(1)  # each (B, H, T, d)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
@@ -225,4 +239,6 @@ class MultiHeadAttention(nn.Module):
             weights = ungroup_queries(weights, rows) if weights is not None else None
         batch, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, length, self.d_model)
+        if packing is not None:
+            out = packing.pack(out)
         return self.out_proj(out), weights

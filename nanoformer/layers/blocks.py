@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from nanoformer.config import ModelConfig
@@ -23,6 +24,7 @@ from nanoformer.layers.dropout import Dropout
 from nanoformer.layers.fast_decode import fast_decode_step, make_plan
 from nanoformer.layers.feedforward import FeedForward
 from nanoformer.layers.norms import make_norm
+from nanoformer.layers.packing import TokenPacking
 from nanoformer.layers.positional import RotaryEmbedding, alibi_bias, alibi_slopes
 
 
@@ -92,12 +94,14 @@ class EncoderLayer(_ResidualLayer):
         rope: tuple[Tensor, Tensor] | None = None,
         need_weights: bool = False,
         keep: Tensor | None = None,
+        packing: TokenPacking | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """keep: (B, Tq) positions whose outputs are wanted; the output is then (B, Tq, D).
         Every position is still attended to, but only the kept ones pass the output projection
-        and the FFN, so a last layer feeding an MLM head on 15% of the tokens does a fraction of its work."""
+        and the FFN, so a last layer feeding an MLM head on 15% of the tokens does a fraction of its work.
+        packing: x is (N, D), the batch's real tokens only (layers/packing.py), and so is the output."""
         h, weights = self.self_attn(self.before(self.self_attn_norm, x), mask=mask, bias=bias, rope=rope,
-                                    need_weights=need_weights, queries=keep)
+                                    need_weights=need_weights, queries=keep, packing=packing)
         if keep is not None:
             x = x.gather(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         x = self.after(self.self_attn_norm, x, h)
@@ -127,7 +131,9 @@ class DecoderLayer(_ResidualLayer):
         rope: tuple[Tensor, Tensor] | None = None,
         cache: LayerCache | None = None,
         need_weights: bool = False,
+        packing: TokenPacking | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """packing: x is (N, D), the batch's real tokens only (layers/packing.py), and so is the output."""
         h, self_weights = self.self_attn(
             self.before(self.self_attn_norm, x),
             mask=self_mask,
@@ -136,6 +142,7 @@ class DecoderLayer(_ResidualLayer):
             causal=True,
             cache=cache,
             need_weights=need_weights,
+            packing=packing,
         )
         x = self.after(self.self_attn_norm, x, h)
         cross_weights = None
@@ -146,6 +153,7 @@ class DecoderLayer(_ResidualLayer):
                 mask=memory_mask,
                 cache=cache,
                 need_weights=need_weights,
+                packing=packing,
             )
             x = self.after(self.cross_attn_norm, x, h)
         x = self.after(self.ffn_norm, x, self.ffn(self.before(self.ffn_norm, x)))
@@ -197,13 +205,25 @@ class Encoder(_Stack):
         and the hidden states come back (B, Tq, D)."""
         bias, rope = self.relative_positions(position_ids, x.shape[1], x.shape[1])
         attentions = [] if need_weights else None
+        # In training, the token-wise sublayers skip padding (layers/packing.py); evaluation keeps
+        # the padded layout, so that every position's states match other implementations'.
+        packing = None
+        key_mask = mask is not None and mask.dtype == torch.bool and tuple(mask.shape) == (x.shape[0], 1, 1, x.shape[1])
+        if self.training and key_mask:
+            packing = TokenPacking.worth_it(mask.reshape(x.shape[0], x.shape[1]))
+        if packing is not None:
+            x = packing.pack(x)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
+            layer_keep = keep if i == last else None
+            if layer_keep is not None and packing is not None:
+                x, packing = packing.unpack(x), None  # the last layer computes the kept positions only
             x, weights = layer(x, mask=mask, bias=bias, rope=rope, need_weights=need_weights,
-                               keep=keep if i == last else None)
+                               keep=layer_keep, packing=packing)
             if attentions is not None:
                 attentions.append(weights)
-        return StackOutput(self.finish(x), self_attentions=attentions)
+        x = self.finish(x)
+        return StackOutput(packing.unpack(x) if packing is not None else x, self_attentions=attentions)
 
 
 class Decoder(_Stack):
@@ -221,12 +241,18 @@ class Decoder(_Stack):
         memory_mask: Tensor | None = None,
         cache: KVCache | None = None,
         need_weights: bool = False,
+        packing: TokenPacking | None = None,
     ) -> StackOutput:
         """x: embedded new tokens (B, T, D), following `cache.length` cached ones.
 
         self_mask: (B, 1, 1, T_keys) key mask over cached + new tokens (the causal part is
         added inside attention); memory_mask: (B, 1, 1, S) over the encoder memory.
+        packing: the token-wise sublayers run on these positions only (layers/packing.py); the
+        others come back as zeros. Causal attention makes trailing positions safe to skip: no
+        earlier position reads them. The caller knows which ones nothing needs (the training loss).
         """
+        if packing is not None and cache is not None:
+            raise ValueError("packing= is for whole teacher-forced sequences; it does not combine with a cache")
         key_len = x.shape[1] + (cache.length if cache is not None else 0)
         bias, rope = self.relative_positions(position_ids, x.shape[1], key_len)
         if cache is not None and x.shape[1] == 1 and not need_weights:
@@ -239,6 +265,8 @@ class Decoder(_Stack):
                 return StackOutput(self.finish(hidden))
         self_attentions = [] if need_weights else None
         cross_attentions = [] if need_weights else None
+        if packing is not None:
+            x = packing.pack(x)
         for i, layer in enumerate(self.layers):
             x, self_w, cross_w = layer(
                 x,
@@ -249,11 +277,15 @@ class Decoder(_Stack):
                 rope=rope,
                 cache=cache.layers[i] if cache is not None else None,
                 need_weights=need_weights,
+                packing=packing,
             )
             if self_attentions is not None:
                 self_attentions.append(self_w)
                 cross_attentions.append(cross_w)
-        return StackOutput(self.finish(x), self_attentions, cross_attentions if self.cross else None)
+        x = self.finish(x)
+        if packing is not None:
+            x = packing.unpack(x)
+        return StackOutput(x, self_attentions, cross_attentions if self.cross else None)
 
     def new_cache(self, capacity: int) -> KVCache:
         return KVCache(len(self.layers), capacity)

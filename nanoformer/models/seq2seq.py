@@ -20,7 +20,8 @@ from nanoformer.layers.embedding import Embeddings
 from nanoformer.layers.masks import padding_mask
 from nanoformer.models.init import init_weights
 from nanoformer.models.inputs import check_ids, check_length, check_mask, default_position_ids
-from nanoformer.layers.losses import head_loss
+from nanoformer.layers.losses import IGNORE_INDEX, head_loss
+from nanoformer.layers.packing import TokenPacking
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -56,7 +57,13 @@ class Seq2SeqTransformer(nn.Module):
         (label-smoothed) cross-entropy instead, computed without materialising the logits.
         """
         memory = self.encode(src_ids, src_padding_mask)
-        hidden = self.run_decoder(tgt_ids, memory, src_padding_mask, tgt_padding_mask).hidden
+        packing = None
+        if targets is not None and self.training and targets.shape == tgt_ids.shape:
+            # The loss reads no position in the trailing run of ignored targets (the padding),
+            # and causal attention lets no earlier position read them: skip their token-wise work.
+            counted = (targets != IGNORE_INDEX).flip(1).cumsum(1).flip(1) > 0
+            packing = TokenPacking.worth_it(counted)
+        hidden = self.run_decoder(tgt_ids, memory, src_padding_mask, tgt_padding_mask, packing=packing).hidden
         if targets is None:
             return self.lm_head(hidden)
         return head_loss(self.lm_head, hidden, targets, label_smoothing)
@@ -83,11 +90,12 @@ class Seq2SeqTransformer(nn.Module):
         cache: KVCache | None = None,
         position_ids: Tensor | None = None,
         need_weights: bool = False,
+        packing: TokenPacking | None = None,
     ) -> StackOutput:
         """Decoder states for new target tokens after `cache.length` cached ones.
 
         With a cache, `memory` is needed on the first call only (its keys/values are cached), and
-        tgt_padding_mask covers the cached and new tokens: (B, cached + T).
+        tgt_padding_mask covers the cached and new tokens: (B, cached + T). packing: see `Decoder`.
         """
         offset = cache.length if cache is not None else 0
         check_ids("tgt_ids", tgt_ids, self.config.tgt_vocab_size)
@@ -106,6 +114,7 @@ class Seq2SeqTransformer(nn.Module):
             memory_mask=padding_mask(src_padding_mask) if src_padding_mask is not None else None,
             cache=cache,
             need_weights=need_weights,
+            packing=packing,
         )
 
     def decode(
