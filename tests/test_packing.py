@@ -10,7 +10,7 @@ import torch
 
 from nanoformer.config import ModelConfig
 from nanoformer.layers import packing as packing_module
-from nanoformer.layers.packing import TokenPacking
+from nanoformer.layers.packing import TokenPacking, through_last
 from nanoformer.models import EncoderModel, Seq2SeqTransformer
 
 
@@ -33,6 +33,12 @@ def test_worth_it_needs_enough_padding():
     assert TokenPacking.worth_it(mostly_real) is None
     mostly_real[1, -3:] = False
     assert TokenPacking.worth_it(mostly_real) is not None  # 4 of 40 padding: 10%
+
+
+def padded_ids(vocab: int, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids (specials below 3 excluded) right-padded with 0 to the longest length, and the mask."""
+    mask = (torch.arange(max(lengths)) < torch.tensor(lengths).unsqueeze(1)).long()
+    return torch.randint(3, vocab, mask.shape).masked_fill(mask == 0, 0), mask
 
 
 def _never_pack(monkeypatch):
@@ -75,11 +81,7 @@ def test_seq2seq_training_step_is_unchanged(changes, monkeypatch):
                                      dropout=0.0, **changes)
     torch.manual_seed(0)
     model = Seq2SeqTransformer(config)
-    src = torch.randint(3, 60, (4, 11))
-    src_mask = torch.ones_like(src)
-    src_mask[1, 6:] = 0
-    src_mask[2, 2:] = 0
-    src = src.masked_fill(src_mask == 0, 0)
+    src, src_mask = padded_ids(60, lengths=[11, 6, 2, 11])
     tgt = torch.randint(3, 60, (4, 9))
     labels = torch.randint(3, 60, (4, 9))
     labels[1, 5:] = -100  # trailing padding: skipped
@@ -92,10 +94,9 @@ def test_seq2seq_training_step_is_unchanged(changes, monkeypatch):
     _assert_same_step(model, run, monkeypatch, calls=2)  # encoder and decoder
 
 
-def test_decoder_keeps_positions_before_the_last_counted_target():
-    labels = torch.tensor([[5, -100, 7, -100, -100], [-100, -100, -100, -100, -100]])
-    counted = (labels != -100).flip(1).cumsum(1).flip(1) > 0
-    assert counted.tolist() == [[True, True, True, False, False], [False] * 5]
+def test_decoder_keeps_positions_through_the_last_counted_target():
+    labels = torch.tensor([[5, -100, 7, -100, -100], [-100, -100, -100, -100, -100], [1, 2, 3, 4, 5]])
+    assert through_last(labels != -100).tolist() == [[True, True, True, False, False], [False] * 5, [True] * 5]
 
 
 @pytest.mark.parametrize("changes", [{}, dict(num_labels=3), dict(num_labels=2, classifier_pooling="mean"),
@@ -109,11 +110,7 @@ def test_encoder_training_step_is_unchanged(changes, monkeypatch):
                                      max_positions=24, dropout=0.0, attention_dropout=0.0, **changes)
     torch.manual_seed(0)
     model = EncoderModel(config)
-    ids = torch.randint(7, 50, (3, 12))
-    mask = torch.ones_like(ids)
-    mask[1, 8:] = 0
-    mask[2, 4:] = 0
-    ids = ids.masked_fill(mask == 0, 0)
+    ids, mask = padded_ids(50, lengths=[12, 8, 4])
     if config.num_labels:
         labels = torch.tensor([0, 1, 1])
 
@@ -144,9 +141,7 @@ def test_evaluation_keeps_the_padded_layout():
     config = ModelConfig.from_preset("tiny-encoder", vocab_size=50, d_model=32, n_heads=2, n_layers=2, d_ff=64,
                                      max_positions=24, dropout=0.0, attention_dropout=0.0)
     model = EncoderModel(config)
-    ids = torch.randint(7, 50, (2, 10))
-    mask = torch.ones_like(ids)
-    mask[1, 3:] = 0
+    ids, mask = padded_ids(50, lengths=[10, 3])
     evaluated = model.eval().encode(ids, mask)
     trained = model.train().encode(ids, mask)
     assert evaluated[1, 5].abs().sum() > 0

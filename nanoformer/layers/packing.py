@@ -74,3 +74,11 @@ class TokenPacking:
     def unpack(self, x: Tensor) -> Tensor:
         """(N, D) -> (B, T, D), zeros at padding."""
         return _Unpack.apply(x, self.index, self.batch * self.length).view(self.batch, self.length, x.shape[-1])
+
+
+def through_last(flags: Tensor) -> Tensor:
+    """(B, T) bool: True at each row's positions up to and including its last True flag.
+
+    For a decoder trained on `flags` = "this target counts", the False tail is what causal
+    attention and the loss both leave unread, so packing may skip it."""
+    return flags.flip(1).cumsum(1).flip(1) > 0

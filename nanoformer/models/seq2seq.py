@@ -21,7 +21,7 @@ from nanoformer.layers.masks import padding_mask
 from nanoformer.models.init import init_weights
 from nanoformer.models.inputs import check_ids, check_length, check_mask, default_position_ids
 from nanoformer.layers.losses import IGNORE_INDEX, head_loss
-from nanoformer.layers.packing import TokenPacking
+from nanoformer.layers.packing import TokenPacking, through_last
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -61,8 +61,7 @@ class Seq2SeqTransformer(nn.Module):
         if targets is not None and self.training and targets.shape == tgt_ids.shape:
             # The loss reads no position in the trailing run of ignored targets (the padding),
             # and causal attention lets no earlier position read them: skip their token-wise work.
-            counted = (targets != IGNORE_INDEX).flip(1).cumsum(1).flip(1) > 0
-            packing = TokenPacking.worth_it(counted)
+            packing = TokenPacking.worth_it(through_last(targets != IGNORE_INDEX))
         hidden = self.run_decoder(tgt_ids, memory, src_padding_mask, tgt_padding_mask, packing=packing).hidden
         if targets is None:
             return self.lm_head(hidden)
