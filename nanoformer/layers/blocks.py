@@ -182,8 +182,10 @@ class _Stack(nn.Module):
         rope = self.rotary(position_ids) if self.rotary is not None else None
         return bias, rope
 
-    def finish(self, x: Tensor) -> Tensor:
-        return self.final_norm(x) if self.final_norm is not None else x
+    def finish(self, x: Tensor, packing: TokenPacking | None = None) -> Tensor:
+        """The final norm, if any; then, for packed rows, back to the padded (B, T, D) layout."""
+        x = self.final_norm(x) if self.final_norm is not None else x
+        return packing.unpack(x) if packing is not None else x
 
 
 class Encoder(_Stack):
@@ -222,8 +224,7 @@ class Encoder(_Stack):
                                keep=layer_keep, packing=packing)
             if attentions is not None:
                 attentions.append(weights)
-        x = self.finish(x)
-        return StackOutput(packing.unpack(x) if packing is not None else x, self_attentions=attentions)
+        return StackOutput(self.finish(x, packing), self_attentions=attentions)
 
 
 class Decoder(_Stack):
@@ -282,10 +283,7 @@ class Decoder(_Stack):
             if self_attentions is not None:
                 self_attentions.append(self_w)
                 cross_attentions.append(cross_w)
-        x = self.finish(x)
-        if packing is not None:
-            x = packing.unpack(x)
-        return StackOutput(x, self_attentions, cross_attentions if self.cross else None)
+        return StackOutput(self.finish(x, packing), self_attentions, cross_attentions if self.cross else None)
 
     def new_cache(self, capacity: int) -> KVCache:
         return KVCache(len(self.layers), capacity)
