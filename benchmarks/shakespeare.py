@@ -5,10 +5,14 @@
    0.1, dropout 0), for which nanoGPT reports a validation loss of about 1.88.
 2. `config`: configs/shakespeare_char.toml for its wall-clock budget (10 minutes), reporting the
    best validation loss.
+3. `gpu` (only when asked for, on a CUDA GPU): configs/shakespeare_char_gpu.toml, nanoGPT's 6 × 384
+   model (nanoGPT: val loss 1.4697), with its wall time, the training time at which the validation
+   loss first reached 1.47, and MFU against a bf16 matmul peak measured in the same process.
 Each run's final model is also scored on the *whole* validation split (every token once), which
 is less noisy than the 20-batch estimate nanoGPT prints.
 
     python benchmarks/shakespeare.py --out benchmarks/results.jsonl [--only nanogpt-cpu|config]
+    python benchmarks/shakespeare.py --only gpu --out ...      # on a GPU (benchmarks/gpu_check.sh)
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import matmul_peak_gflops, write_result  # noqa: E402
 
 import nanoformer  # noqa: E402
 from nanoformer.data.lm import LMData, build_token_cache, open_token_cache  # noqa: E402
@@ -33,6 +37,7 @@ from nanoformer.recipes import train  # noqa: E402
 from nanoformer.run_config import build_run_config, load_run_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+GPU_TARGET = 1.47  # nanoGPT's 6 x 384 model reaches 1.4697
 
 NANOGPT_CPU = {
     "model": dict(arch="decoder", d_model=128, n_heads=4, n_layers=4, d_ff=512, max_positions=64, dropout=0.0,
@@ -54,13 +59,32 @@ def full_validation_loss(run_dir: Path) -> dict:
     return {"full_val_loss": round(result.loss, 4), "full_val_tokens": result.tokens}
 
 
-def run(name: str, run_config, workdir: Path, out: str | None) -> None:
+def flops_per_token(model, context: int) -> float:
+    """6N + 12·L·d·T (PaLM's estimate), N the matmul weights: every parameter but the positions."""
+    config = model.config
+    n = sum(p.numel() for name, p in model.named_parameters() if "position" not in name)
+    return 6 * n + 12 * config.n_layers * config.d_model * context
+
+
+def run(name: str, run_config, workdir: Path, out: str | None, peak_gflops: float | None = None) -> None:
     run_dir = workdir / name
     start = time.perf_counter()
     result = train(run_config, run_dir, progress=True)
     wall = time.perf_counter() - start
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     speeds = [m["tokens_per_s"] for m in metrics if "tokens_per_s" in m]
+    extra = {}
+    if peak_gflops:  # the GPU run: MFU, and when the validation loss first reached nanoGPT's
+        model, _ = nanoformer.load(run_dir)
+        fpt = flops_per_token(model, run_config.data.block_size)
+        reached = [m for m in metrics if m.get("val_loss", float("inf")) <= GPU_TARGET]
+        extra = {
+            "matmul_peak_gflops_bf16": round(peak_gflops, 1),
+            "mfu": round(float(np.median(speeds)) * fpt / 1e9 / peak_gflops, 3) if speeds else None,
+            "target": GPU_TARGET,
+            "reached_target_at": {"step": reached[0]["step"], "train_elapsed_s": round(reached[0]["elapsed_s"], 1)}
+            if reached else None,
+        }
     record = {
         "run": name,
         "steps": result.step,
@@ -70,14 +94,17 @@ def run(name: str, run_config, workdir: Path, out: str | None) -> None:
         "median_tokens_per_s": round(float(np.median(speeds)), 1) if speeds else None,
         "val_curve": [(m["step"], round(m["val_loss"], 4)) for m in metrics if "val_loss" in m],
         **full_validation_loss(run_dir),
+        **extra,
     }
     write_result("shakespeare", record, out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["nanogpt-cpu", "config"])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "shakespeare_char.toml"))
+    parser.add_argument("--only", choices=["nanogpt-cpu", "config", "gpu"])
+    parser.add_argument("--config", default=None, help="the config of the `config` or `gpu` run "
+                        "(default: configs/shakespeare_char.toml, configs/shakespeare_char_gpu.toml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     parser.add_argument("--workdir", default=None, help="where runs go (default: a temporary folder)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -85,7 +112,16 @@ def main() -> None:
     if args.only in (None, "nanogpt-cpu"):
         run("nanogpt-cpu", build_run_config(NANOGPT_CPU), workdir, args.out)
     if args.only in (None, "config"):
-        run("config", load_run_config(args.config), workdir, args.out)
+        run("config", load_run_config(args.config or ROOT / "configs" / "shakespeare_char.toml", args.set), workdir,
+            args.out)
+    if args.only == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--only gpu needs a CUDA GPU")
+        peak = matmul_peak_gflops(n=8192, device="cuda", dtype=torch.bfloat16)
+        config = load_run_config(args.config or ROOT / "configs" / "shakespeare_char_gpu.toml", args.set)
+        run("gpu", config, workdir, args.out, peak_gflops=peak)
 
 
 if __name__ == "__main__":
