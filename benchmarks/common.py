@@ -34,6 +34,14 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu", dt
     return 2 * n**3 / best / 1e9
 
 
+def flops_per_token(model: torch.nn.Module, context: int) -> float:
+    """Training FLOPs per token of a decoder, 6N + 12·L·d·T (PaLM's estimate): N counts every
+    matmul weight once (the tied head included); learned position embeddings are a lookup, not a matmul."""
+    config = model.config
+    n = sum(p.numel() for name, p in model.named_parameters() if "positions" not in name)
+    return 6 * n + 12 * config.n_layers * config.d_model * context
+
+
 def time_interleaved(runners: dict[str, Callable[[], None]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
     """Run each runner `rounds` times, alternating between them, so noise hits all alike."""
     for fn in runners.values():

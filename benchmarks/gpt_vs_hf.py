@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_peak_gflops, median, time_interleaved, write_result  # noqa: E402
+from common import flops_per_token, matmul_peak_gflops, median, time_interleaved, write_result  # noqa: E402
 
 from nanoformer.config import ModelConfig  # noqa: E402
 from nanoformer.models import DecoderModel  # noqa: E402
@@ -53,13 +53,6 @@ def train_step_fn(model, optimizer, batch, targets, hf: bool):
         optimizer.zero_grad(set_to_none=True)
 
     return step
-
-
-def flops_per_token(model: DecoderModel, context: int) -> float:
-    """6N + 12·L·d·T (PaLM's estimate): N counts every matmul weight once, incl. the tied head."""
-    config = model.config
-    n = sum(p.numel() for p in model.parameters()) - config.max_positions * config.d_model
-    return 6 * n + 12 * config.n_layers * config.d_model * context
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_peak_gflops, write_result  # noqa: E402
+from common import flops_per_token, matmul_peak_gflops, write_result  # noqa: E402
 
 import nanoformer  # noqa: E402
 from nanoformer.data.lm import LMData, build_token_cache, open_token_cache  # noqa: E402
@@ -57,13 +57,6 @@ def full_validation_loss(run_dir: Path) -> dict:
     val = np.asarray(LMData(tokens, val_fraction=config["data"]["val_fraction"]).splits["val"])
     result = evaluate_stream(model, val, config["data"]["block_size"], batch_size=32)
     return {"full_val_loss": round(result.loss, 4), "full_val_tokens": result.tokens}
-
-
-def flops_per_token(model, context: int) -> float:
-    """6N + 12·L·d·T (PaLM's estimate), N the matmul weights: every parameter but the positions."""
-    config = model.config
-    n = sum(p.numel() for name, p in model.named_parameters() if "position" not in name)
-    return 6 * n + 12 * config.n_layers * config.d_model * context
 
 
 def run(name: str, run_config, workdir: Path, out: str | None, peak_gflops: float | None = None) -> None:
