@@ -55,6 +55,21 @@ def train_step_fn(model, optimizer, batch, targets, hf: bool):
     return step
 
 
+def profile_step(model: DecoderModel, args: argparse.Namespace) -> None:
+    """Where one training step of ours spends its time: the kernels, by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    batch = torch.randint(0, args.vocab, (args.batch, args.context))
+    targets = torch.randint(0, args.vocab, (args.batch, args.context))
+    model.train()
+    step = train_step_fn(model, torch.optim.AdamW(model.parameters(), lr=1e-4, **{args.optimizer: True}), batch, targets, False)
+    for _ in range(2):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=6)
@@ -72,12 +87,17 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-generate", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: torch.profiler over one of our training steps, kernels by self time")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args()
     torch.manual_seed(0)
     peak = matmul_peak_gflops()
     hf, ours = build_models(args)
 
+    if args.profile:
+        profile_step(ours, args)
+        return
     if not args.skip_train:
         batch = torch.randint(0, args.vocab, (args.batch, args.context))
         targets = torch.randint(0, args.vocab, (args.batch, args.context))
