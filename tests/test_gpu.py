@@ -11,9 +11,7 @@ resume, not equality with the CPU.
 from __future__ import annotations
 
 import copy
-import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +19,7 @@ import torch
 from nanoformer.cli import main
 from nanoformer.config import ModelConfig
 from nanoformer.models import DecoderModel, EncoderModel, Seq2SeqTransformer
+from tests.test_cli import losses as train_losses
 
 DEVICE = os.environ.get("NANOFORMER_TEST_DEVICE", "cuda")
 AVAILABLE = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
@@ -148,11 +147,6 @@ device = "{device}"
 """
 
 TEXT = "나는 학교에 간다. I go to school.\n" * 60 + "The quick brown fox jumps over the lazy dog.\n" * 60
-
-
-def train_losses(run_dir: Path) -> list[float]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)["train_loss"] for line in lines if "train_loss" in json.loads(line)]
 
 
 def test_cli_trains_bf16_resumes_and_generates(tmp_path, capsys):
