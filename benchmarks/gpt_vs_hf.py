@@ -92,12 +92,12 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args()
     torch.manual_seed(0)
-    peak = matmul_peak_gflops()
     hf, ours = build_models(args)
-
     if args.profile:
         profile_step(ours, args)
         return
+    peak = matmul_peak_gflops()
+
     if not args.skip_train:
         batch = torch.randint(0, args.vocab, (args.batch, args.context))
         targets = torch.randint(0, args.vocab, (args.batch, args.context))
