@@ -41,6 +41,18 @@ def test_backward_uses_the_forward_mask() -> None:
     assert torch.equal(x.grad, expected)
 
 
+def test_mask_follows_the_lane_rule_from_torchs_generator() -> None:
+    """The output is x · keep · 1/(1-p), keep drawn from torch's 64-bit words as the docstring says
+    (four 15-bit lanes a word), also for a non-contiguous input."""
+    x = torch.randn(37, 20).t()  # 20 x 37, not contiguous; 740 elements: 185 words
+    torch.manual_seed(5)
+    words = torch.empty(185, dtype=torch.int64).random_()
+    keep = torch.bitwise_and(words.view(torch.int16).view(20, 37), 0x7FFF) >= round(0.3 * 32768)
+    torch.manual_seed(5)
+    y = dropout(x, 0.3)
+    assert torch.equal(y, x * keep * torch.tensor(1 / 0.7))
+
+
 def test_seeded_runs_repeat_and_eval_is_identity() -> None:
     x = torch.randn(10, 10)
     torch.manual_seed(3)

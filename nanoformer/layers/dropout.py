@@ -7,11 +7,15 @@ dropout 0.1) those draws were a fifth of every step, the same on Hugging Face's 
 
 Here one 64-bit random word gives four 15-bit lanes, and an element is dropped when its lane is
 below round(p · 32768): p is rounded to a multiple of 1/32768 (0.1 becomes 0.100006), which no
-training run can tell apart. The mask is kept as a bool tensor for the backward pass, as torch
-keeps its own. Same-seed runs are reproducible and exact resume still holds, because the words
-come from torch's generator. Other devices keep torch's kernel (CUDA's Philox is fast already).
-Measured on these CPUs (2 threads): forward + backward of a 16 × 6 × 256 × 256 attention-weight
-dropout, 52.5 ms with `F.dropout`, 26.8 ms here.
+training run can tell apart. The comparison writes the mask straight into a float tensor, which
+is then scaled by 1/(1-p) once: forward and backward are each one plain multiply. (A bool mask
+costs a full-size conversion to float inside every multiply; this is 4 bytes an element instead
+of 1, and a third less time.) Same-seed runs are reproducible and exact resume still holds,
+because the words come from torch's generator. Other devices keep torch's kernel (CUDA's Philox
+is fast already). Measured on these CPUs (2 threads): forward + backward of a 16 × 6 × 256 × 256
+attention-weight dropout, 52.5 ms with `F.dropout`, 26.8 ms with the bool mask; of a 4,096 ×
+1,024 activation dropout, 12.1–13.4 ms with the bool mask, 9.0 ms with the float one (4.3 of
+them drawing the random words).
 """
 
 from __future__ import annotations
@@ -29,20 +33,16 @@ class _LaneDropout(torch.autograd.Function):
         n = x.numel()
         words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
         lanes = words.view(torch.int16)[:n].view(x.shape)
-        keep = torch.bitwise_and(lanes, (1 << LANE_BITS) - 1) >= round(p * (1 << LANE_BITS))
-        ctx.save_for_backward(keep)
-        ctx.scale = 1.0 / (1.0 - p)
-        return _masked_scale(x, keep, ctx.scale)
+        mask = torch.empty_like(x, memory_format=torch.contiguous_format)
+        torch.ge(torch.bitwise_and(lanes, (1 << LANE_BITS) - 1), round(p * (1 << LANE_BITS)), out=mask)
+        mask.mul_(1.0 / (1.0 - p))  # 0 or 1/(1-p): x · mask is x · keep · scale, the same floats
+        ctx.save_for_backward(mask)
+        return x * mask
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (keep,) = ctx.saved_tensors
-        return _masked_scale(grad, keep, ctx.scale), None
-
-
-def _masked_scale(x: Tensor, keep: Tensor, scale: float) -> Tensor:
-    """x · keep · scale in one pass (`x * keep * scale` makes two); the same floats, since keep is 0 or 1."""
-    return torch.addcmul(x.new_zeros(()), x, keep, value=scale)
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
