@@ -60,6 +60,18 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
+    """Seconds one call of fn takes: the median of `repeats` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return median(times)
+
+
 def environment() -> dict:
     return {
         "python": platform.python_version(),

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, write_result  # noqa: E402
+from common import median_time, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,14 +32,7 @@ from nanoformer.layers.dropout import dropout  # noqa: E402
 
 
 def timed_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(median(times) * 1e3, 3)
+    return round(median_time(fn, repeats, warmup=3) * 1e3, 3)
 
 
 def gelu_kernels(repeats: int, compile_: bool) -> dict:
