@@ -196,13 +196,15 @@ def test_average_writes_the_mean_of_the_last_checkpoints(trained, capsys, tmp_pa
     assert code == 2 and "neither a checkpoint folder" in err
 
 
-def test_resume_continues_with_the_same_losses(tmp_path):
+@pytest.mark.parametrize("bpe_dropout", [0.0, 0.2])
+def test_resume_continues_with_the_same_losses(tmp_path, bpe_dropout):
     def losses(run_dir: Path) -> list[float]:
         return [json.loads(line)["train_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
     config = write_config(tmp_path, steps=20)
-    assert main(["train", str(config), "--out", str(tmp_path / "whole"), "--quiet", "--set", "train.eval_interval=10"]) == 0
-    half = ["--set", "train.eval_interval=10", "--out", str(tmp_path / "half"), "--quiet"]
+    options = ["--set", "train.eval_interval=10", "--set", f"data.bpe_dropout={bpe_dropout}", "--quiet"]
+    assert main(["train", str(config), "--out", str(tmp_path / "whole"), *options]) == 0
+    half = [*options, "--out", str(tmp_path / "half")]
     assert main(["train", str(config), "--set", "train.max_steps=10", *half]) == 0
     assert main(["train", str(config), "--resume", *half]) == 0
     assert losses(tmp_path / "half") == pytest.approx(losses(tmp_path / "whole"), rel=1e-5)

@@ -23,7 +23,7 @@ the loss); `src_mask` (True = real token) is left out when a batch has no source
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,8 @@ class TokenBatchSampler:
     """Plans batches of example indices under a token budget; resumable and deterministic.
 
     `src_lengths` / `tgt_lengths` are the lengths the batch will have per example (specials
-    included). A batch's cost is its number of examples times its longest side.
+    included). A batch's cost is its number of examples times its longest side. When the text
+    is segmented anew each epoch (BPE-dropout), `epoch_lengths(epoch)` gives that epoch's lengths.
     """
 
     def __init__(
@@ -74,7 +75,9 @@ class TokenBatchSampler:
         chunk_size: int = 16384,
         rank: int = 0,
         world_size: int = 1,
+        epoch_lengths: Callable[[int], tuple[Sequence[int], Sequence[int]]] | None = None,
     ) -> None:
+        self.epoch_lengths = epoch_lengths
         self.src_lengths = np.asarray(src_lengths, dtype=np.int64)
         self.tgt_lengths = np.asarray(tgt_lengths, dtype=np.int64)
         if len(self.src_lengths) != len(self.tgt_lengths) or len(self.src_lengths) == 0:
@@ -97,14 +100,17 @@ class TokenBatchSampler:
 
     def plan(self, epoch: int) -> list[np.ndarray]:
         """All batches of an epoch (every rank's), in the order they are served."""
+        src_lengths, tgt_lengths = self.src_lengths, self.tgt_lengths
+        if self.epoch_lengths is not None:
+            src_lengths, tgt_lengths = (np.asarray(x, dtype=np.int64) for x in self.epoch_lengths(epoch))
         rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(len(self.src_lengths))
+        order = rng.permutation(len(src_lengths))
         batches: list[np.ndarray] = []
         for start in range(0, len(order), self.chunk_size):
             chunk = order[start : start + self.chunk_size]
-            src, tgt = self.src_lengths[chunk], self.tgt_lengths[chunk]
+            src, tgt = src_lengths[chunk], tgt_lengths[chunk]
             chunk = chunk[np.lexsort((src, tgt, np.maximum(src, tgt)))]  # by longest side, then target, source
-            batches.extend(pack(chunk, np.maximum(self.src_lengths, self.tgt_lengths)[chunk], self.max_tokens))
+            batches.extend(pack(chunk, np.maximum(src_lengths, tgt_lengths)[chunk], self.max_tokens))
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def rank_batches(self, epoch: int) -> list[np.ndarray]:
@@ -173,7 +179,8 @@ class TranslationBatches:
     """The trainer's batch source for translation: token-count batches of encoded pairs.
 
     `train` and `val` are (source ids, target ids) lists without specials; the sampler sees
-    lengths with the [eos] / [bos] each side gets.
+    lengths with the [eos] / [bos] each side gets. `resegment(epoch)`, when given, returns the
+    training pairs' ids for that epoch (BPE-dropout; see `data/bpe_dropout.py`).
     """
 
     def __init__(
@@ -187,12 +194,23 @@ class TranslationBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        resegment: Callable[[int], tuple[list[list[int]], list[list[int]]]] | None = None,
     ) -> None:
         self.splits = {"train": train, "val": val}
         self.ids = (pad_id, bos_id, eos_id)
-        lengths = {name: ([len(s) + 1 for s in src], [len(t) + 1 for t in tgt]) for name, (src, tgt) in self.splits.items()}
-        self.sampler = TokenBatchSampler(*lengths["train"], max_tokens, seed=seed, rank=rank, world_size=world_size)
+        self.resegment = resegment
+        self._train_epoch = -1
+        lengths = {name: _lengths(src, tgt) for name, (src, tgt) in self.splits.items()}
+        epoch_lengths = (lambda epoch: _lengths(*self.train_pairs(epoch))) if resegment else None
+        self.sampler = TokenBatchSampler(*lengths["train"], max_tokens, seed=seed, rank=rank, world_size=world_size,
+                                         epoch_lengths=epoch_lengths)
         self.val_batches = fixed_batches(*lengths["val"], max_tokens, seed=seed)
+
+    def train_pairs(self, epoch: int) -> tuple[list[list[int]], list[list[int]]]:
+        """The training ids of `epoch` (the same every epoch without `resegment`)."""
+        if self.resegment is not None and self._train_epoch != epoch:
+            self.splits["train"], self._train_epoch = self.resegment(epoch), epoch
+        return self.splits["train"]
 
     def _batch(self, split: str, indices: np.ndarray) -> Batch:
         src, tgt = self.splits[split]
@@ -201,7 +219,9 @@ class TranslationBatches:
     def next_batch(self, split: str) -> Batch:
         if split != "train":
             raise UserError(f"training batches come from the train split, not {split!r}")
-        return self._batch("train", self.sampler.next())
+        indices = self.sampler.next()
+        self.train_pairs(self.sampler.epoch)
+        return self._batch("train", indices)
 
     def eval_batches(self, split: str) -> Iterator[Batch]:
         if split not in ("val", "validation"):
@@ -218,3 +238,8 @@ class TranslationBatches:
     def tokens_per_batch(self, batch: Batch) -> int:
         """Target tokens the loss is computed on (padding excluded)."""
         return int((batch["labels"] != IGNORE_INDEX).sum())
+
+
+def _lengths(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """Per-pair lengths as batched: the source gets an [eos], the target a [bos] (or [eos])."""
+    return [len(s) + 1 for s in src], [len(t) + 1 for t in tgt]

@@ -63,6 +63,7 @@ class TranslationDataConfig:
     tgt_lang: str = "en"
     tokenizer: str = "bpe"  # "bpe" (byte-level, lossless) or "unigram" (SentencePiece-style, byte fallback)
     vocab_size: int = 8000
+    bpe_dropout: float = 0.0  # e.g. 0.1: segment the training text anew each epoch (data/bpe_dropout.py)
     joint_vocab: bool = True  # one vocabulary for both languages: shared embeddings and tied output
     max_tokens: int = 4096  # batch size in tokens, padding included (sentences x longest side)
     max_length: int = 128  # training pairs with a longer side (in tokens) are left out
@@ -88,6 +89,12 @@ class TranslationDataConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"[data] {key} = {value!r}; expected a positive integer")
+        if not (isinstance(self.bpe_dropout, (int, float)) and not isinstance(self.bpe_dropout, bool)
+                and 0.0 <= self.bpe_dropout < 1.0):
+            raise UserError(f"[data] bpe_dropout = {self.bpe_dropout!r}; expected a probability in [0, 1), e.g. 0.1")
+        if self.bpe_dropout and self.tokenizer != "bpe":
+            raise UserError(f"[data] bpe_dropout needs tokenizer = \"bpe\", but it is {self.tokenizer!r}; "
+                            "set bpe_dropout = 0 or tokenizer = \"bpe\"")
         if self.max_length + 1 > self.max_tokens:
             raise UserError(f"[data] max_length = {self.max_length} does not fit in a batch of max_tokens = "
                             f"{self.max_tokens}; raise max_tokens (e.g. 4096) or lower max_length")

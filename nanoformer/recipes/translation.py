@@ -3,7 +3,8 @@
 sentence pairs (checked, see `data.parallel`) → a joint BPE/unigram tokenizer over both
 languages (trained on the training pairs, saved with the run) → length filters → batches of
 `max_tokens` tokens (`data.batching`) → Seq2SeqTransformer → label-smoothed cross-entropy on the
-teacher-forced targets.
+teacher-forced targets. With `[data] bpe_dropout = p` the training text is segmented anew each
+epoch (BPE-dropout, `data.bpe_dropout`); validation and test text never are.
 
 The paper's recipe is what the shipped configs set (configs/multi30k_*.toml): Adam with
 β = (0.9, 0.98), ε = 1e-9 and no weight decay, the Noam schedule (linear warm-up, then 1/√step),
@@ -18,11 +19,14 @@ Validation loss is plain cross-entropy (no smoothing), so it reads as log-perple
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from nanoformer.data.batching import TranslationBatches
+from nanoformer.data.bpe_dropout import BpeDropoutText
 from nanoformer.data.parallel import (
     ParallelText,
     default_test_splits,
@@ -83,6 +87,17 @@ def encode(text: ParallelText, source: Tokenizer, target: Tokenizer) -> tuple[li
     return source.encode_batch(text.src), target.encode_batch(text.tgt)
 
 
+def bpe_dropout_epochs(text: ParallelText, ids: tuple[list[list[int]], list[list[int]]], source: Tokenizer,
+                       target: Tokenizer, p: float, max_length: int, seed: int):
+    """`resegment(epoch)` for `TranslationBatches`: both sides of the training pairs with BPE-dropout."""
+    start = time.perf_counter()
+    src = BpeDropoutText(text.src, ids[0], source, p, max_length, seed=2 * seed)
+    tgt = BpeDropoutText(text.tgt, ids[1], target, p, max_length, seed=2 * seed + 1)
+    print(f"BPE-dropout p = {p}: {src.distinct_words + tgt.distinct_words:,} distinct words segmented "
+          f"{src.variants} ways in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return lambda epoch: (src.epoch(epoch), tgt.epoch(epoch))
+
+
 def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
                       pause_after_s: float | None = None) -> FitResult:
     import torch
@@ -132,8 +147,12 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
     )
     if source.special_ids() != specials:
         raise UserError("the source and target tokenizers disagree on special-token ids; retrain them with nanoformer")
+    resegment = None
+    if data.bpe_dropout:
+        resegment = bpe_dropout_epochs(train_text.subset(keep), train_ids, source, target, data.bpe_dropout,
+                                       data.max_length, run.train.seed)
     batches = TranslationBatches(train_ids, val_ids, data.max_tokens, specials["pad"], specials["bos"], specials["eos"],
-                                 seed=run.train.seed, rank=rank, world_size=world_size)
+                                 seed=run.train.seed, rank=rank, world_size=world_size, resegment=resegment)
     torch.manual_seed(run.train.seed)  # the same config gives the same initial weights
     model = Seq2SeqTransformer(model_config)
     data_record = {
