@@ -93,8 +93,10 @@ def bpe_dropout_epochs(text: ParallelText, ids: tuple[list[list[int]], list[list
     start = time.perf_counter()
     src = BpeDropoutText(text.src, ids[0], source, p, max_length, seed=2 * seed)
     tgt = BpeDropoutText(text.tgt, ids[1], target, p, max_length, seed=2 * seed + 1)
+    longer = [sum(map(len, side.epoch(0))) / max(1, sum(map(len, side.regular))) for side in (src, tgt)]
     print(f"BPE-dropout p = {p}: {src.distinct_words + tgt.distinct_words:,} distinct words segmented "
-          f"{src.variants} ways in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+          f"{src.variants} ways in {time.perf_counter() - start:.0f} s; an epoch's source / target text is "
+          f"{longer[0]:.2f}x / {longer[1]:.2f}x as many tokens", file=sys.stderr)
     return lambda epoch: (src.epoch(epoch), tgt.epoch(epoch))
 
 
