@@ -232,7 +232,14 @@ class Tokenizer:
             vocab_size=vocab_size - reserved, show_progress=progress,
             special_tokens=list(SPECIAL_TOKENS.values()), unk_token=SPECIAL_TOKENS["unk"],
         )
-        hf.train_from_iterator(_training_lines(files, texts), trainer)
+        try:
+            hf.train_from_iterator(_training_lines(files, texts), trainer)
+        except Exception as error:  # the trainer reports this case as a bare Exception
+            if "not large enough to contain all chars" not in str(error):
+                raise
+            raise UserError(f"vocab_size = {vocab_size} leaves {vocab_size - reserved} unigram pieces"
+                            f"{' beside the 256 byte pieces' if reserved else ''}, fewer than the distinct "
+                            "characters of the training text; raise vocab_size") from None
         if byte_fallback:
             spec = json.loads(hf.to_str())["model"]
             pieces = [(piece, score) for piece, score in spec["vocab"]]

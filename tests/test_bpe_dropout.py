@@ -106,3 +106,4 @@ def test_config_checks_the_probability_and_the_tokenizer():
     unigram = Tokenizer.train_unigram(texts=TEXTS, vocab_size=500)
     with pytest.raises(UserError, match="needs a BPE tokenizer"):
         BpeMerges(unigram)
+

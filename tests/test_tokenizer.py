@@ -207,3 +207,11 @@ def test_training_from_files_and_folders(tmp_path) -> None:
     assert from_folder.vocab_size == 7 + len(set("abc\n나는"))
     bpe = Tokenizer.train_bpe(str(tmp_path / "corpus"), 270)
     assert bpe.decode(bpe.encode("나는 abc")) == "나는 abc"
+
+
+def test_a_unigram_vocabulary_smaller_than_the_alphabet_is_a_clear_error():
+    texts = ["Ein Mann fährt Fahrrad auf einer Straße.", "나는 학교에 간다", "Kinder spielen im Park!"] * 4
+    vocab_size = len(SPECIAL_TOKENS) + 256 + 10  # 10 more pieces than the floor: fewer than the characters
+    with pytest.raises(UserError, match=rf"vocab_size = {vocab_size} leaves {vocab_size - 256} unigram pieces beside "
+                                        "the 256 byte pieces, fewer than the distinct characters.*raise vocab_size"):
+        Tokenizer.train_unigram(texts=texts, vocab_size=vocab_size)
