@@ -18,8 +18,34 @@ from pathlib import Path
 import torch
 
 
+def matmul_peaks(n: int = 2048, repeats: int = 10) -> dict[str, float]:
+    """Best-of fp32 matmul GFLOP/s on the CPU of each GEMM torch ships: "aten" (`a @ b`, MKL's sgemm)
+    and "onednn" (what nanoformer's linear layers use on AMD CPUs, nanoformer/layers/linear.py)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    products = {"aten": lambda: a @ b}
+    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        bt = b.t().contiguous()
+        products["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], "")
+    peaks = {}
+    for name, product in products.items():
+        for _ in range(2):
+            product()
+        best = min(_seconds(product) for _ in range(repeats))
+        peaks[name] = 2 * n**3 / best / 1e9
+    return peaks
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
-    """Best-of matmul throughput in this process, the denominator of MFU (fp32 on the CPU; bf16 on a GPU)."""
+    """Best-of matmul throughput in this process, the denominator of MFU (fp32 on the CPU: the faster
+    of torch's two GEMMs, see matmul_peaks; bf16 on a GPU)."""
+    if device == "cpu" and dtype == torch.float32:
+        return max(matmul_peaks(n, repeats).values())
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
     for _ in range(2):
@@ -73,13 +99,28 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 0) -> floa
 
 
 def environment() -> dict:
+    from nanoformer.layers.linear import gemm_backend
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "gemm": gemm_backend(),  # the GEMM nanoformer's linear layers used (HF's always use torch's)
     }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def write_result(name: str, result: dict, out: str | None) -> None:

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import flops_per_token, matmul_peak_gflops, median, time_interleaved, write_result  # noqa: E402
+from common import flops_per_token, matmul_peaks, median, time_interleaved, write_result  # noqa: E402
 
 from nanoformer.config import ModelConfig  # noqa: E402
 from nanoformer.models import DecoderModel  # noqa: E402
+from nanoformer.layers.linear import set_gemm_backend  # noqa: E402
 
 
 def build_models(args: argparse.Namespace):
@@ -89,14 +90,18 @@ def main() -> None:
     parser.add_argument("--skip-generate", action="store_true")
     parser.add_argument("--profile", action="store_true",
                         help="instead: torch.profiler over one of our training steps, kernels by self time")
+    parser.add_argument("--gemm", choices=["auto", "onednn", "aten"], default="auto",
+                        help="the GEMM of nanoformer's linear layers (nanoformer/layers/linear.py); HF's use torch's")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args()
+    set_gemm_backend(args.gemm)
     torch.manual_seed(0)
     hf, ours = build_models(args)
     if args.profile:
         profile_step(ours, args)
         return
-    peak = matmul_peak_gflops()
+    peaks = matmul_peaks()
+    peak = max(peaks.values())
 
     if not args.skip_train:
         batch = torch.randint(0, args.vocab, (args.batch, args.context))
@@ -111,7 +116,8 @@ def main() -> None:
         times = time_interleaved(runners, rounds=args.rounds, warmup=2 if args.compile else 1)
         tokens = args.batch * args.context
         fpt = flops_per_token(ours, args.context)
-        result = {"phase": "train", "shape": vars(args), "matmul_peak_gflops": round(peak, 1)}
+        result = {"phase": "train", "shape": vars(args), "matmul_peak_gflops": round(peak, 1),
+                  "matmul_peaks_gflops": {k: round(v, 1) for k, v in peaks.items()}}
         for name, values in times.items():
             tps = tokens / median(values)
             result[f"{name}_tokens_per_s"] = round(tps, 1)

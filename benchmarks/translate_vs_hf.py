@@ -40,6 +40,7 @@ from common import matmul_peak_gflops, median, time_interleaved, write_result  #
 
 from nanoformer.config import ModelConfig  # noqa: E402
 from nanoformer.interop import to_hf  # noqa: E402
+from nanoformer.layers.linear import set_gemm_backend  # noqa: E402
 from nanoformer.models import Seq2SeqTransformer  # noqa: E402
 from nanoformer.tokenizer import Tokenizer  # noqa: E402
 
@@ -48,6 +49,19 @@ def load_pairs(data: Path, tokenizer: Tokenizer, eos: int) -> list[tuple[list[in
     de = (data / "train.de").read_text(encoding="utf-8").splitlines()
     en = (data / "train.en").read_text(encoding="utf-8").splitlines()
     return [(s + [eos], t + [eos]) for s, t in zip(tokenizer.encode_batch(de), tokenizer.encode_batch(en))]
+
+
+def profile_beam_search(model: Seq2SeqTransformer, src: torch.Tensor, mask: torch.Tensor, new: int, pad: int) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    def run() -> None:
+        model.generate(src, new, mask, beam_size=4, bad_ids=[pad], force_eos=True, length_penalty=1.0, early_stopping=False)
+
+    run()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            run()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
 
 
 def pad_right(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,8 +167,13 @@ def main() -> None:
                         help="first train ours this many steps on Multi30k (~200: translation-like output lengths)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-generate", action="store_true")
+    parser.add_argument("--gemm", choices=["auto", "onednn", "aten"], default="auto",
+                        help="the GEMM of nanoformer's linear layers (nanoformer/layers/linear.py); HF's use torch's")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: torch.profiler over our side of one beam-4 generate call, kernels by self time")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args()
+    set_gemm_backend(args.gemm)
     torch.manual_seed(0)
     peak = matmul_peak_gflops()
     data = Path(args.data)
@@ -181,6 +200,9 @@ def main() -> None:
         lines = (data / "test_2016_flickr.de").read_text(encoding="utf-8").splitlines()[: args.batch]
         src, mask = pad_right([ids + [eos] for ids in tokenizer.encode_batch(lines)], pad)
         new = args.new_tokens
+        if args.profile:
+            profile_beam_search(ours, src, mask, new, pad)
+            return
         for beams in (1, 4):
             outputs = {}
 

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nanoformer.generation.seq2seq import banned_tensor, check_special_ids, length_limits, length_penalty_fn
+from nanoformer.layers.linear import frozen_weights
 
 
 @dataclass
@@ -78,6 +79,7 @@ def check_beam_args(beam_size: int, num_return_sequences: int, early_stopping, v
 
 
 @torch.no_grad()
+@frozen_weights()
 def beam_search(
     model: nn.Module,
     src_ids: Tensor,

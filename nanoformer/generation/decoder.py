@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from nanoformer.generation.sampling import apply_repetition_penalty, check_sampling_args, choose_next
+from nanoformer.layers.linear import frozen_weights
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -30,6 +31,7 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Ten
 
 
 @torch.inference_mode()
+@frozen_weights()
 def generate(
     model: nn.Module,
     input_ids: Tensor,

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from nanoformer.layers.linear import frozen_weights
+
 
 def length_limits(
     config,
@@ -71,6 +73,7 @@ def check_special_ids(config, what: str) -> None:
 
 
 @torch.no_grad()
+@frozen_weights()
 def greedy_decode(
     model: nn.Module,
     src_ids: Tensor,

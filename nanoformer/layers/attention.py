@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from nanoformer.config import ATTENTION_IMPLS
 from nanoformer.layers.cache import LayerCache
 from nanoformer.layers.dropout import dropout
+from nanoformer.layers.linear import Linear
 from nanoformer.layers.masks import causal_mask
 from nanoformer.layers.packing import TokenPacking
 from nanoformer.layers.positional import apply_rotary
@@ -150,11 +151,11 @@ class MultiHeadAttention(nn.Module):
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         self.cross, self.dropout, self.impl = cross, dropout, impl
         if cross:
-            self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-            self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=bias)
+            self.q_proj = Linear(d_model, d_model, bias=bias)
+            self.kv_proj = Linear(d_model, 2 * d_model, bias=bias)
         else:
-            self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
-        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+            self.qkv_proj = Linear(d_model, 3 * d_model, bias=bias)
+        self.out_proj = Linear(d_model, d_model, bias=bias)
 
     def _heads(self, x: Tensor, n: int) -> list[Tensor]:
         """(B, T, n·D) -> n tensors of shape (B, H, T, d_head)."""

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from nanoformer.layers.attention import MultiHeadAttention, group_queries, ungroup_queries
 from nanoformer.layers.cache import KVCache
 from nanoformer.layers.feedforward import FeedForward
+from nanoformer.layers.linear import Linear, linear
 from nanoformer.layers.positional import apply_rotary
 
 
@@ -37,8 +38,8 @@ def _plain(module: nn.Module | None) -> bool:
     return module is None or not (module._forward_hooks or module._forward_pre_hooks)
 
 
-def _weights(linear: nn.Linear | None) -> tuple[Tensor, Tensor | None] | None:
-    return None if linear is None else (linear.weight, linear.bias)
+def _weights(layer: nn.Linear | None) -> tuple[Tensor, Tensor | None] | None:
+    return None if layer is None else (layer.weight, layer.bias)
 
 
 def _norm_fn(norm: nn.Module | None) -> Callable[[Tensor], Tensor] | None:
@@ -97,7 +98,7 @@ def make_plan(decoder: nn.Module) -> DecodePlan | None:
                 return None
         if cross is not None:
             linears += [cross.q_proj, cross.kv_proj, cross.out_proj]
-        if any(m is not None and (type(m) is not nn.Linear or not _plain(m)) for m in linears):
+        if any(m is not None and (type(m) not in (nn.Linear, Linear) or not _plain(m)) for m in linears):
             return None
         norms = [layer.self_attn_norm, layer.cross_attn_norm, layer.ffn_norm]
         if not all(_plain(m) for m in norms):
@@ -151,7 +152,7 @@ def fast_decode_step(
         # Masked self-attention over the cache plus this token (causality is implicit: the cache
         # holds only the past).
         h = p.self_norm(x) if pre_norm else x
-        qkv = F.linear(h, *p.qkv).view(batch, 3, heads, 1, d_head)  # one position: (B,1,3,H,d) == (B,3,H,1,d)
+        qkv = linear(h, *p.qkv).view(batch, 3, heads, 1, d_head)  # one position: (B,1,3,H,d) == (B,3,H,1,d)
         q = qkv[:, 0]
         if rope is not None:
             q = apply_rotary(q, *rope)
@@ -159,16 +160,16 @@ def fast_decode_step(
         else:
             k, v = layer_cache.append_kv(qkv[:, 1:])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
-        out = F.linear(out.view(batch, 1, heads * d_head), *p.self_out)
+        out = linear(out.view(batch, 1, heads * d_head), *p.self_out)
         x = x + out if pre_norm else p.self_norm(x + out)
 
         if p.cross_q is not None:
             h = p.cross_norm(x) if pre_norm else x
-            q = F.linear(h, *p.cross_q).view(batch, heads, 1, d_head)
+            q = linear(h, *p.cross_q).view(batch, heads, 1, d_head)
             if layer_cache.cross_k is None:
                 if memory is None:
                     raise ValueError("cross-attention needs `memory` (the encoder output) on its first call")
-                kv = F.linear(memory, *p.cross_kv).view(memory.shape[0], memory.shape[1], 2, heads, d_head)
+                kv = linear(memory, *p.cross_kv).view(memory.shape[0], memory.shape[1], 2, heads, d_head)
                 layer_cache.cross_k, layer_cache.cross_v = kv.permute(2, 0, 3, 1, 4).unbind(0)
             grouped = layer_cache.cross_k.shape[0] != batch  # one memory per sentence, several beams
             if grouped:
@@ -178,14 +179,14 @@ def fast_decode_step(
             )
             if grouped:
                 out = ungroup_queries(out, batch)
-            out = F.linear(out.view(batch, 1, heads * d_head), *p.cross_out)
+            out = linear(out.view(batch, 1, heads * d_head), *p.cross_out)
             x = x + out if pre_norm else p.cross_norm(x + out)
 
         h = p.ffn_norm(x) if pre_norm else x
         if p.gate is None:
-            hidden = p.act(F.linear(h, *p.up))
+            hidden = p.act(linear(h, *p.up))
         else:
-            hidden = p.act(F.linear(h, *p.gate)) * F.linear(h, *p.up)
-        out = F.linear(hidden, *p.down)
+            hidden = p.act(linear(h, *p.gate)) * linear(h, *p.up)
+        out = linear(hidden, *p.down)
         x = x + out if pre_norm else p.ffn_norm(x + out)
     return x

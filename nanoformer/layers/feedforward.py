@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from nanoformer.config import ACTIVATIONS
 from nanoformer.layers.dropout import Dropout
+from nanoformer.layers.linear import Linear
 
 
 def activation_fn(name: str):
@@ -38,9 +39,9 @@ class FeedForward(nn.Module):
     ) -> None:
         super().__init__()
         self.act = activation_fn(activation)
-        self.up = nn.Linear(d_model, d_ff, bias=bias)
-        self.gate = nn.Linear(d_model, d_ff, bias=bias) if activation == "swiglu" else None
-        self.down = nn.Linear(d_ff, d_model, bias=bias)
+        self.up = Linear(d_model, d_ff, bias=bias)
+        self.gate = Linear(d_model, d_ff, bias=bias) if activation == "swiglu" else None
+        self.down = Linear(d_ff, d_model, bias=bias)
         self.dropout = Dropout(activation_dropout)
 
     def forward(self, x: Tensor) -> Tensor:

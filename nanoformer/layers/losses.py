@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoformer.layers.linear import Linear, accumulate_weight_gradient, input_gradient, linear, weight_gradient
+
 IGNORE_INDEX = -100  # targets with this id (padding, unmasked MLM positions) do not count
 
 
@@ -40,7 +42,7 @@ def head_loss(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, labe
     computes the logits first.
     """
     plain = (
-        type(head) is nn.Linear
+        type(head) in (nn.Linear, Linear)
         and not (head._forward_hooks or head._forward_pre_hooks)
         and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
     )
@@ -100,7 +102,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk_rows):
             rows = slice(start, start + chunk_rows)
             h, t = hidden[rows], targets[rows, None]
-            logits = F.linear(h, weight, bias)  # (c, V)
+            logits = linear(h, weight, bias)  # (c, V)
             target_logit = logits.gather(1, t)[:, 0]
             top = logits.amax(dim=1, keepdim=True)
             probs = logits.sub_(top).exp_()  # in place: the logits are not needed any more
@@ -117,12 +119,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad = torch.addcmul(probs.new_full((), -label_smoothing / vocab), probs, norm.reciprocal(), out=probs)
             grad.scatter_add_(1, t, grad.new_full(t.shape, -(1.0 - label_smoothing)))
             if grad_hidden is not None:
-                torch.mm(grad, weight, out=grad_hidden[rows])
+                grad_hidden[rows] = input_gradient(grad, weight)
             if needs[1]:
                 if grad_weight is None:
-                    grad_weight = torch.mm(grad.t(), h).mul_(scale)
+                    grad_weight = torch.mul(weight_gradient(grad, h), scale, out=torch.empty_like(weight))
                 else:
-                    grad_weight.addmm_(grad.t(), h, alpha=scale)
+                    accumulate_weight_gradient(grad_weight, grad, h, alpha=scale)
             if grad_bias is not None:
                 grad_bias += grad.sum(dim=0)
         if needs[1] and grad_weight is None:  # no counted rows

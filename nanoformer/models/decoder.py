@@ -14,6 +14,7 @@ from nanoformer.config import ModelConfig
 from nanoformer.layers.blocks import Decoder, StackOutput
 from nanoformer.layers.cache import KVCache
 from nanoformer.layers.embedding import Embeddings
+from nanoformer.layers.linear import Linear
 from nanoformer.layers.masks import padding_mask
 from nanoformer.models.init import init_weights
 from nanoformer.models.inputs import check_ids, check_length, check_mask, default_position_ids
@@ -28,7 +29,7 @@ class DecoderModel(nn.Module):
         self.config = config
         self.embeddings = Embeddings.from_config(config, config.vocab_size)
         self.decoder = Decoder(config, config.n_layers, cross=False)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=config.output_bias)
+        self.lm_head = Linear(config.d_model, config.vocab_size, bias=config.output_bias)
         if config.tie_embeddings:
             self.lm_head.weight = self.embeddings.tokens.weight
         init_weights(self, config, config.n_layers)

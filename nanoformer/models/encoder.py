@@ -23,6 +23,7 @@ from nanoformer.layers.blocks import Encoder, StackOutput
 from nanoformer.layers.dropout import Dropout
 from nanoformer.layers.embedding import Embeddings
 from nanoformer.layers.feedforward import activation_fn
+from nanoformer.layers.linear import Linear
 from nanoformer.layers.masks import padding_mask
 from nanoformer.layers.norms import make_norm
 from nanoformer.models.init import init_weights
@@ -40,10 +41,10 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
 class MaskedLMHead(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.dense = Linear(config.d_model, config.d_model)
         self.act = activation_fn("gelu" if config.activation == "swiglu" else config.activation)
         self.norm = make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
-        self.decoder = nn.Linear(config.d_model, config.vocab_size, bias=config.output_bias)
+        self.decoder = Linear(config.d_model, config.vocab_size, bias=config.output_bias)
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.decoder(self.norm(self.act(self.dense(hidden))))
@@ -60,9 +61,9 @@ class ClassificationHead(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.pooling = config.classifier_pooling
-        self.dense = nn.Linear(config.d_model, config.d_model) if self.pooling == "cls" else None
+        self.dense = Linear(config.d_model, config.d_model) if self.pooling == "cls" else None
         self.dropout = Dropout(config.dropout)
-        self.out = nn.Linear(config.d_model, config.num_labels)
+        self.out = Linear(config.d_model, config.num_labels)
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         if self.dense is not None:

@@ -17,6 +17,7 @@ from nanoformer.config import ModelConfig
 from nanoformer.layers.blocks import Decoder, Encoder, StackOutput
 from nanoformer.layers.cache import KVCache
 from nanoformer.layers.embedding import Embeddings
+from nanoformer.layers.linear import Linear
 from nanoformer.layers.masks import padding_mask
 from nanoformer.models.init import init_weights
 from nanoformer.models.inputs import check_ids, check_length, check_mask, default_position_ids
@@ -36,7 +37,7 @@ class Seq2SeqTransformer(nn.Module):
             self.tgt_embeddings.tokens = self.src_embeddings.tokens
         self.encoder = Encoder(config, config.encoder_layers)
         self.decoder = Decoder(config, config.decoder_layers, cross=True)
-        self.lm_head = nn.Linear(config.d_model, config.tgt_vocab_size, bias=config.output_bias)
+        self.lm_head = Linear(config.d_model, config.tgt_vocab_size, bias=config.output_bias)
         if config.tie_embeddings:
             self.lm_head.weight = self.tgt_embeddings.tokens.weight
         init_weights(self, config, config.encoder_layers + config.decoder_layers)

@@ -1,0 +1,178 @@
+"""The linear layers' matrix products, on the faster of the two fp32 GEMMs that torch ships.
+
+torch multiplies fp32 matrices on the CPU with MKL's sgemm. On AMD CPUs MKL does not use its
+AVX-512 code: on the AMD EPYC (Zen 5) of these machines it runs at half the chip's fp32 peak
+(about 205 of 470 GFLOP/s on two threads), while oneDNN, the other GEMM library inside torch,
+reaches the peak on the same products (`benchmarks/gemm_backends.py`). So on AMD CPUs the
+linear layers, the fused output-layer loss and the one-token decoding path multiply through
+oneDNN (`torch.ops.mkldnn._linear_pointwise`, the op torch.compile's CPU backend emits for
+linear layers), forward and backward; elsewhere they keep torch's own kernels. Results agree
+with `F.linear` to float32 rounding (a different order of summation), and a run is still
+reproducible: the choice depends on the machine, never on a timing.
+
+`NANOFORMER_GEMM=onednn|aten` (or `set_gemm_backend`) overrides the choice; `auto` is the default.
+Attention's own products (flash attention, `torch.bmm`) stay in torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BACKENDS = ("auto", "onednn", "aten")
+_choice: str | None = None  # set_gemm_backend's override; None reads NANOFORMER_GEMM
+
+
+@functools.cache
+def _onednn_linear_available() -> bool:
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        return torch.backends.mkldnn.is_available() and op(torch.ones(1, 2), torch.ones(3, 2), None, "none", [], "").shape == (1, 3)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@functools.cache
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def set_gemm_backend(name: str | None) -> None:
+    """Force "onednn" or "aten" for this process ("auto" or None: back to the default rule)."""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"GEMM backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    global _choice
+    _choice = name
+
+
+def gemm_backend() -> str:
+    """The backend the CPU products use now: "onednn" or "aten"."""
+    name = _choice or os.environ.get("NANOFORMER_GEMM", "auto").strip().lower() or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"NANOFORMER_GEMM must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name == "auto":
+        name = "onednn" if _cpu_vendor() == "AuthenticAMD" else "aten"
+    return "onednn" if name == "onednn" and _onednn_linear_available() else "aten"
+
+
+def _use_onednn(*tensors: Tensor) -> bool:
+    return (
+        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and gemm_backend() == "onednn"
+    )
+
+
+def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def weight_gradient(grad_out: Tensor, x: Tensor) -> Tensor:
+    """grad_outᵀ · x for (rows, out) and (rows, in): the (out, in) weight gradient, maybe as a strided view.
+
+    oneDNN is fastest here when the product's rows are the smaller side, so the wide side's
+    gradient is computed transposed and handed back as a view.
+    """
+    if not _use_onednn(grad_out, x):
+        return grad_out.t().mm(x)
+    if grad_out.shape[1] <= x.shape[1]:
+        return _onednn_linear(grad_out.t(), x.t())
+    return _onednn_linear(x.t(), grad_out.t()).t()
+
+
+def accumulate_weight_gradient(total: Tensor, grad_out: Tensor, x: Tensor, alpha: float = 1.0) -> None:
+    """total += alpha · grad_outᵀ · x, in place (torch's own kernel adds inside the product)."""
+    if _use_onednn(grad_out, x):
+        total.add_(weight_gradient(grad_out, x), alpha=alpha)
+    else:
+        total.addmm_(grad_out.t(), x, alpha=alpha)
+
+
+def input_gradient(grad_out: Tensor, weight: Tensor) -> Tensor:
+    """grad_out · weight for (..., out) and (out, in): the gradient of a linear layer's input."""
+    if not _use_onednn(grad_out, weight):
+        return grad_out.matmul(weight)
+    return _onednn_linear(grad_out, weight.t())
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_rows = grad.reshape(-1, grad.shape[-1])
+        grad_x = input_gradient(grad, weight) if need_x else None
+        grad_w = weight_gradient(grad_rows, x.reshape(-1, x.shape[-1])) if need_w else None
+        grad_b = grad_rows.sum(0) if need_b and ctx.has_bias else None
+        return grad_x, grad_w, grad_b
+
+
+_frozen: dict[int, tuple[Tensor, Tensor]] | None = None  # id(weight) -> (weight, its packed copy)
+_frozen_depth = 0
+
+
+@contextlib.contextmanager
+def frozen_weights() -> Iterator[None]:
+    """Within this block, `linear` reorders each weight into oneDNN's blocked layout once and reuses it.
+
+    A product on a plain weight reorders it first, on every call. In decoding (a few rows per
+    weight, every weight at every step) that copy took a third of the products' time: a beam-4
+    step of the Marian shape spent 2.9 ms in products on plain weights and 1.8 ms on packed ones
+    (benchmarks/gemm_backends.py). The generation loops run inside this block; the weights must
+    not change within it (in-place optimizer steps do not always bump a tensor's version, so
+    the copies cannot safely outlive the block). Also a decorator. Nests.
+    """
+    global _frozen, _frozen_depth
+    if _frozen is None:
+        _frozen = {}
+    _frozen_depth += 1
+    try:
+        yield
+    finally:
+        _frozen_depth -= 1
+        if _frozen_depth == 0:
+            _frozen = None
+
+
+def _packed_weight(weight: Tensor) -> Tensor:
+    entry = _frozen.get(id(weight))
+    if entry is None or entry[0] is not weight:
+        entry = (weight, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 64))
+        _frozen[id(weight)] = entry
+    return entry[1]
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`F.linear(x, weight, bias)`, multiplied by oneDNN where that is this CPU's fast fp32 GEMM."""
+    if x.dim() == 0 or not _use_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+        return _OneDnnLinear.apply(x, weight, bias)
+    return _onednn_linear(x, _packed_weight(weight) if _frozen is not None else weight, bias)
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (same arguments, parameters and state dict) on `linear`'s GEMM."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return linear(input, self.weight, self.bias)
