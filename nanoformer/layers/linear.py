@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -68,9 +69,9 @@ def gemm_backend() -> str:
     return "onednn" if name == "onednn" and _onednn_linear_available() else "aten"
 
 
-def _use_onednn(*tensors: Tensor) -> bool:
+def _use_onednn(*tensors: Tensor | None) -> bool:
     return (
-        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and t.numel() > 0) for t in tensors)
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
         and gemm_backend() == "onednn"
@@ -127,8 +128,12 @@ class _OneDnnLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-_frozen: dict[int, tuple[Tensor, Tensor]] | None = None  # id(weight) -> (weight, its packed copy)
-_frozen_depth = 0
+class _Frozen(threading.local):
+    packed: dict[int, tuple[Tensor, Tensor]] | None = None  # id(weight) -> (weight, its packed copy)
+    depth = 0
+
+
+_frozen = _Frozen()  # per thread: two threads may generate at once
 
 
 @contextlib.contextmanager
@@ -142,33 +147,35 @@ def frozen_weights() -> Iterator[None]:
     not change within it (in-place optimizer steps do not always bump a tensor's version, so
     the copies cannot safely outlive the block). Also a decorator. Nests.
     """
-    global _frozen, _frozen_depth
-    if _frozen is None:
-        _frozen = {}
-    _frozen_depth += 1
+    if _frozen.packed is None:
+        _frozen.packed = {}
+    _frozen.depth += 1
     try:
         yield
     finally:
-        _frozen_depth -= 1
-        if _frozen_depth == 0:
-            _frozen = None
+        _frozen.depth -= 1
+        if _frozen.depth == 0:
+            _frozen.packed = None
 
 
 def _packed_weight(weight: Tensor) -> Tensor:
-    entry = _frozen.get(id(weight))
+    packed = _frozen.packed
+    if packed is None:
+        return weight
+    entry = packed.get(id(weight))
     if entry is None or entry[0] is not weight:
         entry = (weight, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 64))
-        _frozen[id(weight)] = entry
+        packed[id(weight)] = entry
     return entry[1]
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`F.linear(x, weight, bias)`, multiplied by oneDNN where that is this CPU's fast fp32 GEMM."""
-    if x.dim() == 0 or not _use_onednn(x, weight):
+    if x.dim() == 0 or not _use_onednn(x, weight, bias):
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return _OneDnnLinear.apply(x, weight, bias)
-    return _onednn_linear(x, _packed_weight(weight) if _frozen is not None else weight, bias)
+    return _onednn_linear(x, _packed_weight(weight), bias)
 
 
 class Linear(nn.Linear):
