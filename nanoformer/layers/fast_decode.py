@@ -98,7 +98,7 @@ def make_plan(decoder: nn.Module) -> DecodePlan | None:
                 return None
         if cross is not None:
             linears += [cross.q_proj, cross.kv_proj, cross.out_proj]
-        if any(m is not None and (type(m) not in (nn.Linear, Linear) or not _plain(m)) for m in linears):
+        if any(m is not None and (type(m) is not Linear or not _plain(m)) for m in linears):
             return None
         norms = [layer.self_attn_norm, layer.cross_attn_norm, layer.ffn_norm]
         if not all(_plain(m) for m in norms):
