@@ -113,14 +113,9 @@ def environment() -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    from nanoformer.layers.linear import cpuinfo
+
+    return cpuinfo("model name") or platform.processor()
 
 
 def write_result(name: str, result: dict, out: str | None) -> None:

@@ -40,15 +40,20 @@ def _onednn_linear_available() -> bool:
 
 
 @functools.cache
-def _cpu_vendor() -> str:
+def cpuinfo(key: str) -> str:
+    """A field of the first CPU in /proc/cpuinfo ("vendor_id", "model name"), or "" where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
+
+
+def _cpu_vendor() -> str:
+    return cpuinfo("vendor_id")
 
 
 def set_gemm_backend(name: str | None) -> None:
