@@ -84,6 +84,12 @@ def _use_onednn(*tensors: Tensor | None) -> bool:
 
 
 def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    # A broadcast operand (stride 0, e.g. the gradient of `.sum()`) sends oneDNN into a
+    # pathologically slow path (seconds for a 1000 x 256 x 1024 product): materialise it.
+    if 0 in x.stride():
+        x = x.contiguous()
+    if weight.layout == torch.strided and 0 in weight.stride():
+        weight = weight.contiguous()
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
