@@ -13,6 +13,7 @@ process and interleaved, what that choice rests on:
   on weights packed once (`frozen_weights`), in ms per step.
 
     python benchmarks/gemm_backends.py --out benchmarks/results/gemm_backends.jsonl
+    python benchmarks/gemm_backends.py --memory onednn   # resident memory over 1,200 products of varying rows
 """
 
 from __future__ import annotations
@@ -82,11 +83,33 @@ def decode_row(rounds: int) -> dict:
             **{key.replace(" ", "_") + "_ms_per_step": round(median(v) / 10 * 1e3, 3) for key, v in times.items()}}
 
 
+def memory_probe(backend: str, steps: int = 1200) -> None:
+    """Resident memory while one 256 -> 1024 layer trains on 500-1,500 rows a step, a new count each
+    time, as padding-free batches do: oneDNN builds (and caches) its primitives per shape."""
+    import random
+
+    L.set_gemm_backend(backend)
+    weight, bias = torch.randn(1024, 256, requires_grad=True), torch.randn(1024, requires_grad=True)
+    rng = random.Random(0)
+    for step in range(steps + 1):
+        x = torch.randn(rng.randint(500, 1500), 256, requires_grad=True)
+        L.linear(x, weight, bias).sum().backward()
+        if step % 200 == 0:
+            with open("/proc/self/statm") as f:
+                rss_mb = int(f.read().split()[1]) * 4096 // 2**20
+            print(f"{backend}: step {step}, resident {rss_mb} MB", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--memory", choices=["aten", "onednn"], default=None,
+                        help="instead: resident memory over products of varying rows on that GEMM")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args()
+    if args.memory:
+        memory_probe(args.memory)
+        return
     if not L._onednn_linear_available():
         raise SystemExit("this torch build has no oneDNN linear op (torch.ops.mkldnn._linear_pointwise)")
     peaks = {k: round(v, 1) for k, v in matmul_peaks().items()}
