@@ -114,11 +114,12 @@ def accumulate_weight_gradient(total: Tensor, grad_out: Tensor, x: Tensor, alpha
         total.addmm_(grad_out.t(), x, alpha=alpha)
 
 
-def input_gradient(grad_out: Tensor, weight: Tensor) -> Tensor:
-    """grad_out · weight for (..., out) and (out, in): the gradient of a linear layer's input."""
+def input_gradient(grad_out: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
+    """grad_out · weight for (..., out) and (out, in): the gradient of a linear layer's input (into `out` if given)."""
     if not _use_onednn(grad_out, weight):
-        return grad_out.matmul(weight)
-    return _onednn_linear(grad_out, weight.t())
+        return grad_out.matmul(weight) if out is None else torch.matmul(grad_out, weight, out=out)
+    result = _onednn_linear(grad_out, weight.t())
+    return result if out is None else out.copy_(result)
 
 
 class _OneDnnLinear(torch.autograd.Function):

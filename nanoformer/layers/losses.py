@@ -119,7 +119,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad = torch.addcmul(probs.new_full((), -label_smoothing / vocab), probs, norm.reciprocal(), out=probs)
             grad.scatter_add_(1, t, grad.new_full(t.shape, -(1.0 - label_smoothing)))
             if grad_hidden is not None:
-                grad_hidden[rows] = input_gradient(grad, weight)
+                input_gradient(grad, weight, out=grad_hidden[rows])  # torch's kernel writes in place
             if needs[1]:
                 if grad_weight is None:
                     grad_weight = torch.mul(weight_gradient(grad, h), scale, out=torch.empty_like(weight))
