@@ -185,3 +185,17 @@ def test_linear_module_is_nn_linear():
     layer = Linear(8, 4)
     assert isinstance(layer, torch.nn.Linear)
     assert set(layer.state_dict()) == {"weight", "bias"}
+
+
+def test_onednn_kernel_cache_is_bounded_unless_the_user_set_it(monkeypatch):
+    # Padding-free batches bring new row counts every step; oneDNN's default cache of 1,024
+    # kernels per shape held gigabytes (benchmarks/gemm_backends.py --memory onednn).
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "8")
+    L._onednn_linear_available.cache_clear()
+    try:
+        L._onednn_linear_available()
+        assert L.os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == L._KERNEL_CACHE_CAPACITY == "64"
+        assert L.os.environ["LRU_CACHE_CAPACITY"] == "8"
+    finally:
+        L._onednn_linear_available.cache_clear()

@@ -30,8 +30,19 @@ BACKENDS = ("auto", "onednn", "aten")
 _choice: str | None = None  # set_gemm_backend's override; None reads NANOFORMER_GEMM
 
 
+# oneDNN keeps the kernels it builds for each product shape, 1,024 by default, some of them
+# megabytes each. Padding-free batches give every training step new row counts, so the cache
+# only fills: a 256 <-> 1024 layer pair on 2,000-4,000 varying rows grew to 2.5 GB of resident
+# memory in 600 steps, and to 0.76 GB with 64 kernels kept, no slower (benchmarks/gemm_backends.py
+# --memory). Decoding reuses a few shapes per step, which 64 holds. A user's own setting wins;
+# it must be in place before oneDNN builds its first kernel, hence here.
+_KERNEL_CACHE_CAPACITY = "64"
+
+
 @functools.cache
 def _onednn_linear_available() -> bool:
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):  # oneDNN's and torch's ideep's
+        os.environ.setdefault(name, _KERNEL_CACHE_CAPACITY)
     try:
         op = torch.ops.mkldnn._linear_pointwise
         return torch.backends.mkldnn.is_available() and op(torch.ones(1, 2), torch.ones(3, 2), None, "none", [], "").shape == (1, 3)
