@@ -33,8 +33,8 @@ _choice: str | None = None  # set_gemm_backend's override; None reads NANOFORMER
 # oneDNN keeps the kernels it builds for each product shape, 1,024 by default, some of them
 # megabytes each. Padding-free batches give every training step new row counts, so the cache
 # only fills: a 256 <-> 1024 layer pair on 2,000-4,000 varying rows grew to 2.5 GB of resident
-# memory in 600 steps, and to 0.76 GB with 64 kernels kept, no slower (benchmarks/gemm_backends.py
-# --memory). Decoding reuses a few shapes per step, which 64 holds. A user's own setting wins;
+# memory in 600 steps, and to 0.78 GB with 64 kernels kept, no slower (benchmarks/onednn_shapes.py).
+# Decoding reuses a few shapes per step, which 64 holds. A user's own setting wins;
 # it must be in place before oneDNN builds its first kernel, hence here.
 _KERNEL_CACHE_CAPACITY = "64"
 
