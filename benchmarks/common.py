@@ -98,6 +98,12 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 0) -> floa
     return median(times)
 
 
+def resident_mb() -> int:
+    """This process's resident memory in MB (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+
 def environment() -> dict:
     from nanoformer.layers.linear import gemm_backend
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_peaks, median, time_interleaved, write_result  # noqa: E402
+from common import matmul_peaks, median, resident_mb, time_interleaved, write_result  # noqa: E402
 
 from nanoformer.layers import linear as L  # noqa: E402
 
@@ -95,9 +95,7 @@ def memory_probe(backend: str, steps: int = 1200) -> None:
         x = torch.randn(rng.randint(500, 1500), 256, requires_grad=True)
         L.linear(x, weight, bias).sum().backward()
         if step % 200 == 0:
-            with open("/proc/self/statm") as f:
-                rss_mb = int(f.read().split()[1]) * 4096 // 2**20
-            print(f"{backend}: step {step}, resident {rss_mb} MB", flush=True)
+            print(f"{backend}: step {step}, resident {resident_mb()} MB", flush=True)
 
 
 def main() -> None:

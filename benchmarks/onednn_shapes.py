@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from nanoformer.layers import linear as L
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import resident_mb  # noqa: E402
 
-
-def resident_mb() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 // 2**20
+from nanoformer.layers import linear as L  # noqa: E402
 
 
 def main() -> None:
