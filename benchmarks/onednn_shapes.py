@@ -15,6 +15,7 @@ ONEDNN_PRIMITIVE_CACHE_CAPACITY and LRU_CACHE_CAPACITY in the environment to try
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -48,7 +49,7 @@ def main() -> None:
         L.linear(L.linear(x, up).relu(), down).square().mean().backward()
     ms = (time.perf_counter() - start) / args.steps * 1e3
     print(f"{args.mode}: {ms:.2f} ms/step, resident {resident_mb()} MB "
-          f"(gemm {L.gemm_backend()}, cache {L.os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY')})")
+          f"(gemm {L.gemm_backend()}, cache {os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY')})")
 
 
 if __name__ == "__main__":

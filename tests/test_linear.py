@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -189,13 +191,13 @@ def test_linear_module_is_nn_linear():
 
 def test_onednn_kernel_cache_is_bounded_unless_the_user_set_it(monkeypatch):
     # Padding-free batches bring new row counts every step; oneDNN's default cache of 1,024
-    # kernels per shape held gigabytes (benchmarks/gemm_backends.py --memory onednn).
+    # kernels, one per shape, held gigabytes (benchmarks/onednn_shapes.py).
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "8")
     L._onednn_linear_available.cache_clear()
     try:
         L._onednn_linear_available()
-        assert L.os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == L._KERNEL_CACHE_CAPACITY == "64"
-        assert L.os.environ["LRU_CACHE_CAPACITY"] == "8"
+        assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == L._KERNEL_CACHE_CAPACITY == "64"
+        assert os.environ["LRU_CACHE_CAPACITY"] == "8"
     finally:
         L._onednn_linear_available.cache_clear()
