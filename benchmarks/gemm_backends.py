@@ -108,7 +108,7 @@ def main() -> None:
     if args.memory:
         memory_probe(args.memory)
         return
-    if not L._onednn_linear_available():
+    if not L._prepare_onednn_linear():
         raise SystemExit("this torch build has no oneDNN linear op (torch.ops.mkldnn._linear_pointwise)")
     peaks = {k: round(v, 1) for k, v in matmul_peaks().items()}
     for row in training_rows(args.rounds):

@@ -127,7 +127,7 @@ def test_bad_config_inputs_give_one_line_errors(tmp_path, capsys):
     config.write_text(text)
     assert "section.key=value" in one_line_error(capsys, "train", config, "--set", "lr=3")
     err = one_line_error(capsys, "train", config, "--set", "train.rdrop=1", "--out", tmp_path / "r5")
-    assert "rdrop" in err and "classif" in err  # R-Drop is a fine-tuning option, not silently ignored
+    assert "rdrop" in err and "classif" in err  # R-Drop is for classifiers and translation, not silently ignored
 
 
 def test_bad_data_gives_one_line_errors(tmp_path, capsys):

@@ -14,7 +14,7 @@ from nanoformer.layers.linear import Linear, frozen_weights, gemm_backend, linea
 from nanoformer.layers.losses import linear_cross_entropy
 from nanoformer.models import DecoderModel, Seq2SeqTransformer
 
-needs_onednn = pytest.mark.skipif(not L._onednn_linear_available(), reason="this torch build has no oneDNN linear op")
+needs_onednn = pytest.mark.skipif(not L._prepare_onednn_linear(), reason="this torch build has no oneDNN linear op")
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_auto_follows_the_cpu_vendor(backend, monkeypatch):
     monkeypatch.setattr(L, "_cpu_vendor", lambda: "GenuineIntel")
     assert gemm_backend() == "aten"
     monkeypatch.setattr(L, "_cpu_vendor", lambda: "AuthenticAMD")
-    assert gemm_backend() == ("onednn" if L._onednn_linear_available() else "aten")
+    assert gemm_backend() == ("onednn" if L._prepare_onednn_linear() else "aten")
 
 
 @needs_onednn
@@ -194,10 +194,10 @@ def test_onednn_kernel_cache_is_bounded_unless_the_user_set_it(monkeypatch):
     # kernels, one per shape, held gigabytes (benchmarks/onednn_shapes.py).
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "8")
-    L._onednn_linear_available.cache_clear()
+    L._prepare_onednn_linear.cache_clear()
     try:
-        L._onednn_linear_available()
+        L._prepare_onednn_linear()
         assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == L._KERNEL_CACHE_CAPACITY == "64"
         assert os.environ["LRU_CACHE_CAPACITY"] == "8"
     finally:
-        L._onednn_linear_available.cache_clear()
+        L._prepare_onednn_linear.cache_clear()

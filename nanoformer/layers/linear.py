@@ -40,7 +40,8 @@ _KERNEL_CACHE_CAPACITY = "64"
 
 
 @functools.cache
-def _onednn_linear_available() -> bool:
+def _prepare_onednn_linear() -> bool:
+    """Bound oneDNN's kernel caches (before its first kernel), then check that its linear op runs."""
     for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):  # oneDNN's and torch's ideep's
         os.environ.setdefault(name, _KERNEL_CACHE_CAPACITY)
     try:
@@ -82,7 +83,7 @@ def gemm_backend() -> str:
         raise ValueError(f"NANOFORMER_GEMM must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "auto":
         name = "onednn" if _cpu_vendor() == "AuthenticAMD" else "aten"
-    return "onednn" if name == "onednn" and _onednn_linear_available() else "aten"
+    return "onednn" if name == "onednn" and _prepare_onednn_linear() else "aten"
 
 
 def _use_onednn(*tensors: Tensor | None) -> bool:

@@ -26,9 +26,9 @@ def train(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
             f"[data] kind {run.data_kind!r} trains arch {expected!r}, but [model] arch = {run.model.arch!r}; "
             "change one of them"
         )
-    if run.train.rdrop and run.data_kind != "classification":
-        raise UserError(f"[train] rdrop = {run.train.rdrop}: R-Drop is for fine-tuning classifiers "
-                        f"([data] kind = 'classification'), not {run.data_kind!r}; remove it")
+    if run.train.rdrop and run.data_kind not in ("classification", "translation"):
+        raise UserError(f"[train] rdrop = {run.train.rdrop}: R-Drop is for classifiers and translation "
+                        f"([data] kind = 'classification' or 'translation'), not {run.data_kind!r}; remove it")
     if run.data_kind == "lm":
         from nanoformer.recipes.lm import train_lm
 

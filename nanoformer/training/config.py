@@ -67,7 +67,7 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float | None = 1.0  # max global gradient norm; None or 0 disables clipping
     label_smoothing: float = 0.0  # read by the caller's loss function (see `layers.losses`)
-    # R-Drop (Liang et al., 2021), classifiers only: each batch runs twice under different dropout
+    # R-Drop (Liang et al., 2021), classifiers and translation: each batch runs twice under different dropout
     # masks, and `rdrop` x the mean of the two KL divergences between the predictions joins the loss.
     # A regulariser for small labelled sets; it doubles the cost of a step.
     rdrop: float = 0.0
