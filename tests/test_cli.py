@@ -128,6 +128,8 @@ def test_bad_config_inputs_give_one_line_errors(tmp_path, capsys):
     assert "section.key=value" in one_line_error(capsys, "train", config, "--set", "lr=3")
     err = one_line_error(capsys, "train", config, "--set", "train.rdrop=1", "--out", tmp_path / "r5")
     assert "rdrop" in err and "classif" in err  # R-Drop is for classifiers and translation, not silently ignored
+    err = one_line_error(capsys, "train", config, "--set", "train.rdrop_from=0.5", "--out", tmp_path / "r6")
+    assert "rdrop_from" in err and "translation" in err
 
 
 def test_bad_data_gives_one_line_errors(tmp_path, capsys):

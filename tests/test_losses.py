@@ -101,7 +101,7 @@ def test_translation_rdrop_loss():
     """R-Drop for translation: without dropout the two passes agree, so the loss is the plain
     smoothed cross-entropy; with dropout it is the mean cross-entropy of the two passes plus
     rdrop x the symmetric KL per counted token, computed here from the full logits."""
-    from nanoformer.recipes.translation import translation_loss
+    from nanoformer.recipes.translation import TranslationLoss
 
     def seq2seq(dropout: float) -> Seq2SeqTransformer:
         torch.manual_seed(2)
@@ -119,14 +119,14 @@ def test_translation_rdrop_loss():
     batch = {"src_ids": src, "tgt_in": tgt, "src_mask": mask, "labels": labels}
 
     still = seq2seq(0.0).train()
-    torch.testing.assert_close(translation_loss(0.1, rdrop=4.0)(still, batch), translation_loss(0.1)(still, batch))
+    torch.testing.assert_close(TranslationLoss(0.1, rdrop=4.0)(still, batch), TranslationLoss(0.1)(still, batch))
     still.eval()
     plain = token_cross_entropy(still(src, tgt, mask), labels)
-    torch.testing.assert_close(translation_loss(0.1, rdrop=4.0)(still, batch), plain)
+    torch.testing.assert_close(TranslationLoss(0.1, rdrop=4.0)(still, batch), plain)
 
     noisy = seq2seq(0.3).train()
     torch.manual_seed(7)
-    loss = translation_loss(0.1, rdrop=4.0)(noisy, batch)
+    loss = TranslationLoss(0.1, rdrop=4.0)(noisy, batch)
     torch.manual_seed(7)  # the same dropout masks: one stacked forward, in the same order
     logits = noisy(torch.cat([src, src]), torch.cat([tgt, tgt]), torch.cat([mask, mask])).float()
     first, second = logits.chunk(2)
@@ -138,3 +138,14 @@ def test_translation_rdrop_loss():
     torch.testing.assert_close(loss, ce + 4.0 * kl, rtol=1e-5, atol=1e-6)
     loss.backward()
     assert noisy.lm_head.weight.grad.abs().sum() > 0
+
+    late = TranslationLoss(0.1, rdrop=4.0, rdrop_from=0.5)  # R-Drop from half the budget on
+    torch.manual_seed(7)
+    torch.testing.assert_close(late(still.train(), batch), TranslationLoss(0.1)(still, batch))
+    late.set_progress(0.4)
+    torch.manual_seed(7)
+    before = late(noisy, batch)
+    late.set_progress(0.5)
+    torch.manual_seed(7)
+    torch.testing.assert_close(late(noisy, batch), loss)
+    assert not torch.allclose(before, loss)

@@ -569,3 +569,28 @@ def test_pause_stops_like_the_end_without_changing_the_schedule(tmp_path):
     again = make_trainer(tmp_path, resume=True, **kw).fit(pause_after_s=0.6)
     assert again.stopped_by == "pause" and again.step > result.step
     assert make_trainer(tmp_path, resume=True, **kw).fit(pause_after_s=0.1).step == again.step  # already past
+
+
+class ProgressRecordingLoss:
+    """lm_loss, recording what the trainer reports through set_progress before each step."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def set_progress(self, fraction: float) -> None:
+        self.seen.append(fraction)
+
+    def __call__(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return lm_loss(model, batch)
+
+
+def test_trainer_reports_budget_progress_to_a_loss_that_asks(tmp_path):
+    loss = ProgressRecordingLoss()
+    make_trainer(tmp_path / "steps", loss_fn=loss, max_steps=8, eval_interval=4).fit()
+    assert loss.seen == [step / 8 for step in range(1, 9)]  # update k of 8 has used k/8 of the steps
+    timed = ProgressRecordingLoss()
+    make_trainer(tmp_path / "time", loss_fn=timed, max_steps=10**6, max_time="0.5s", eval_interval=10**5).fit()
+    assert timed.seen == sorted(timed.seen) and timed.seen[0] < 0.01
+    assert 0.5 < timed.seen[-1] < 1  # the time budget, not the step budget, sets the fraction
+    with pytest.raises(UserError, match="rdrop_from"):
+        TrainConfig(rdrop_from=1.0)

@@ -29,6 +29,9 @@ def train(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     if run.train.rdrop and run.data_kind not in ("classification", "translation"):
         raise UserError(f"[train] rdrop = {run.train.rdrop}: R-Drop is for classifiers and translation "
                         f"([data] kind = 'classification' or 'translation'), not {run.data_kind!r}; remove it")
+    if run.train.rdrop_from and run.data_kind != "translation":
+        raise UserError(f"[train] rdrop_from = {run.train.rdrop_from}: a late start of R-Drop is for translation "
+                        f"([data] kind = 'translation'), not {run.data_kind!r}; remove it")
     if run.data_kind == "lm":
         from nanoformer.recipes.lm import train_lm
 

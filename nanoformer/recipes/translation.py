@@ -64,40 +64,45 @@ def load_source_tokenizer(folder: str | os.PathLike, target: Tokenizer) -> Token
     return Tokenizer.load(path) if path.is_file() else target
 
 
-def translation_loss(label_smoothing: float, rdrop: float = 0.0):
-    """loss_fn(model, batch): smoothed cross-entropy in training, plain cross-entropy in eval mode.
+class TranslationLoss:
+    """loss(model, batch): smoothed cross-entropy in training, plain cross-entropy in eval mode.
 
     With `rdrop` > 0 (R-Drop, Liang et al. 2021) a training batch runs twice, stacked into one
     forward so that the copies get independent dropout masks, and the loss adds rdrop x the mean
     of KL(p||q) and KL(q||p) per target token. The paper's alpha (its loss sums both
-    cross-entropies) is 2 x rdrop. It regularises a small corpus and doubles the cost of a step.
+    cross-entropies) is 2 x rdrop. It regularises a small corpus and doubles the cost of a step,
+    so it can start late: once `progress` (set by the trainer) reaches `rdrop_from`.
     """
 
-    def loss_fn(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        smoothing = label_smoothing if model.training else 0.0
-        if rdrop and model.training:
-            return _rdrop_loss(model, batch, smoothing, rdrop)
+    def __init__(self, label_smoothing: float, rdrop: float = 0.0, rdrop_from: float = 0.0) -> None:
+        self.label_smoothing, self.rdrop, self.rdrop_from = label_smoothing, rdrop, rdrop_from
+        self.progress = 0.0  # the fraction of the training budget used (Trainer: before each step)
+
+    def set_progress(self, fraction: float) -> None:
+        self.progress = fraction
+
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        smoothing = self.label_smoothing if model.training else 0.0
+        if self.rdrop and model.training and self.progress >= self.rdrop_from:
+            return self._rdrop(model, batch, smoothing)
         # No target padding mask: the causal mask already keeps real tokens from seeing the
         # right-padding, whose own outputs are ignored by the loss (labels -100).
         return model(batch["src_ids"], batch["tgt_in"], src_padding_mask=batch.get("src_mask"),
                      targets=batch["labels"], label_smoothing=smoothing)
 
-    return loss_fn
-
-
-def _rdrop_loss(model: nn.Module, batch: dict[str, Tensor], label_smoothing: float, rdrop: float) -> Tensor:
-    twice = {name: torch.cat([value, value]) for name, value in batch.items() if value is not None}
-    memory = model.encode(twice["src_ids"], twice.get("src_mask"))
-    hidden = model.run_decoder(twice["tgt_in"], memory, twice.get("src_mask")).hidden
-    counted = twice["labels"] != IGNORE_INDEX
-    # Boolean indexing keeps row-major order and both copies count the same positions, so the
-    # first half of the rows is the first copy's tokens and the second half the second's.
-    logits = model.lm_head(hidden[counted]).float()
-    ce = F.cross_entropy(logits, twice["labels"][counted], label_smoothing=label_smoothing)
-    log_p, log_q = F.log_softmax(logits, dim=-1).chunk(2)
-    kl = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") \
-        + F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
-    return ce + rdrop * kl / 2
+    def _rdrop(self, model: nn.Module, batch: dict[str, Tensor], label_smoothing: float) -> Tensor:
+        twice = {name: torch.cat([value, value]) for name, value in batch.items() if value is not None}
+        # Through model(...) (the trainer may hand us a DDP wrapper): logits (2B, T, V).
+        logits = model(twice["src_ids"], twice["tgt_in"], src_padding_mask=twice.get("src_mask"))
+        counted = twice["labels"] != IGNORE_INDEX
+        # Boolean indexing keeps row-major order and both copies count the same positions, so the
+        # first half of the rows is the first copy's tokens and the second half the second's.
+        logits = logits[counted].float()
+        ce = F.cross_entropy(logits, twice["labels"][counted], label_smoothing=label_smoothing)
+        log_p, log_q = F.log_softmax(logits, dim=-1).chunk(2)
+        kl = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") \
+            + F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+        return ce + self.rdrop * kl / 2
 
 
 def train_tokenizers(data, train: ParallelText) -> tuple[Tokenizer, Tokenizer]:
@@ -193,7 +198,7 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
     }
     trainer = Trainer(
         model,
-        translation_loss(run.train.label_smoothing, run.train.rdrop),
+        TranslationLoss(run.train.label_smoothing, run.train.rdrop, run.train.rdrop_from),
         batches,
         run.train,
         model_config,

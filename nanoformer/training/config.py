@@ -71,6 +71,10 @@ class TrainConfig:
     # masks, and `rdrop` x the mean of the two KL divergences between the predictions joins the loss.
     # A regulariser for small labelled sets; it doubles the cost of a step.
     rdrop: float = 0.0
+    # Translation: R-Drop only after this fraction of the budget (max_steps, or max_time if that
+    # ends first). It doubles a step's cost, which early training, still far from over-fitting,
+    # spends better on more steps.
+    rdrop_from: float = 0.0
     eval_interval: int = 250
     eval_batches: int = 20
     log_interval: int = 10
@@ -129,6 +133,7 @@ class TrainConfig:
         need(self.grad_clip is None or self.grad_clip >= 0, "grad_clip", "must be positive, or 0/None to disable")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "must lie in [0, 1)")
         need(self.rdrop >= 0, "rdrop", "must be >= 0 (0 turns R-Drop off)")
+        need(0 <= self.rdrop_from < 1, "rdrop_from", "must lie in [0, 1): the fraction of the budget before R-Drop starts")
         need(0 <= self.cooldown < 1, "cooldown", "must lie in [0, 1): the fraction of the budget to anneal over")
         need(0 < self.layer_lr_decay <= 1, "layer_lr_decay", "must lie in (0, 1]; 1 = no decay")
         need(self.checkpoint_interval is None or self.checkpoint_interval >= 1, "checkpoint_interval",

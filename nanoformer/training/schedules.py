@@ -70,11 +70,14 @@ def lr_at(step: int, config: TrainConfig, d_model: int | None = None, time_fract
     """
     rate = _base_rate(step, config, d_model, time_fraction)
     if config.cooldown > 0:
-        progress = step / config.max_steps
-        if time_fraction is not None:
-            progress = max(progress, time_fraction)
-        rate *= cooldown_factor(progress, config.cooldown)
+        rate *= cooldown_factor(budget_progress(step, config, time_fraction), config.cooldown)
     return rate
+
+
+def budget_progress(step: int, config: TrainConfig, time_fraction: float | None = None) -> float:
+    """How much of the run's budget update `step` has used: of max_steps, or of max_time if more."""
+    progress = step / config.max_steps
+    return progress if time_fraction is None else max(progress, time_fraction)
 
 
 def cooldown_factor(progress: float, cooldown: float) -> float:

@@ -3,7 +3,9 @@
 The trainer knows nothing about model families. The caller supplies
     model        any `nn.Module`;
     loss_fn      `loss_fn(model, batch) -> scalar mean loss`; it must call the model only as
-                 `model(...)`, because under DDP it receives the DDP wrapper;
+                 `model(...)`, because under DDP it receives the DDP wrapper. A loss that changes
+                 during the run (R-Drop from mid-run) has `set_progress(fraction)`, which the
+                 trainer calls before each step with the fraction of the budget used;
     batches      a `BatchSource` (below): training batches on demand, a fixed validation set, and
                  its sampling position as a state dict, so that resume is exact;
     model_config anything with `to_dict()`, stored in each checkpoint's config.json.
@@ -51,7 +53,7 @@ from nanoformer.training.config import TrainConfig
 from nanoformer.training.distributed import DistInfo, dist_info_from_env, setup_distributed
 from nanoformer.training.optim import build_optimizer
 from nanoformer.training.rng import capture_rng_state, restore_rng_state, seed_everything
-from nanoformer.training.schedules import lr_at, set_lr
+from nanoformer.training.schedules import budget_progress, lr_at, set_lr
 
 Batch = dict[str, Tensor]
 LossFn = Callable[[nn.Module, Batch], Tensor]
@@ -263,6 +265,8 @@ class Trainer:
                 phase = "forward"  # an interrupt here restores `snapshot`: the step never happened
                 lr = lr_at(self.step + 1, cfg, self.d_model, time_fraction)
                 set_lr(self.optimizer, lr)
+                if hasattr(self.loss_fn, "set_progress"):
+                    self.loss_fn.set_progress(budget_progress(self.step + 1, cfg, time_fraction))
                 loss, tokens = self._forward_backward()
                 phase = "update"  # until the step is booked, an interrupt may leave a half-updated optimiser: not saved
                 grad_norm = self._update()
