@@ -228,3 +228,20 @@ def test_beam_search_translates_the_toy_task_like_greedy(trained, capsys):
     code, out, _ = run(capsys, "translate", trained, "ein mann geht", "katze läuft blau", "--beam-size", "4",
                        "--length-penalty", "0.6")
     assert code == 0 and out == "a man walks\ncat runs blue\n"
+
+
+def test_rdrop_from_half_the_budget_changes_training_from_there_on(tmp_path):
+    """Through the real trainer: with rdrop_from = 0.5 of 20 steps, the first 10 steps equal a run
+    without R-Drop (same batches, same masks), and from step 11 on the loss carries the KL term."""
+    def losses(run_dir: Path) -> dict[int, float]:
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["train_loss"] for r in records}
+
+    config = write_config(tmp_path, steps=20)
+    options = ["--set", "train.log_interval=1", "--set", "train.eval_interval=100", "--set", "model.dropout=0.1", "--quiet"]
+    assert main(["train", str(config), "--out", str(tmp_path / "plain"), *options]) == 0
+    assert main(["train", str(config), "--out", str(tmp_path / "late"), *options,
+                 "--set", "train.rdrop=1", "--set", "train.rdrop_from=0.5"]) == 0
+    plain, late = losses(tmp_path / "plain"), losses(tmp_path / "late")
+    assert [late[s] for s in range(1, 11)] == pytest.approx([plain[s] for s in range(1, 11)], rel=1e-6)
+    assert late[11] != pytest.approx(plain[11], rel=1e-3)

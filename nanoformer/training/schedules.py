@@ -75,7 +75,7 @@ def lr_at(step: int, config: TrainConfig, d_model: int | None = None, time_fract
 
 
 def budget_progress(step: int, config: TrainConfig, time_fraction: float | None = None) -> float:
-    """How much of the run's budget update `step` has used: of max_steps, or of max_time if more."""
+    """The fraction of the run's budget used after `step` updates: of max_steps, or of max_time if more."""
     progress = step / config.max_steps
     return progress if time_fraction is None else max(progress, time_fraction)
 

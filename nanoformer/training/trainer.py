@@ -5,7 +5,7 @@ The trainer knows nothing about model families. The caller supplies
     loss_fn      `loss_fn(model, batch) -> scalar mean loss`; it must call the model only as
                  `model(...)`, because under DDP it receives the DDP wrapper. A loss that changes
                  during the run (R-Drop from mid-run) has `set_progress(fraction)`, which the
-                 trainer calls before each step with the fraction of the budget used;
+                 trainer calls before each step with the fraction of the budget used so far;
     batches      a `BatchSource` (below): training batches on demand, a fixed validation set, and
                  its sampling position as a state dict, so that resume is exact;
     model_config anything with `to_dict()`, stored in each checkpoint's config.json.
@@ -266,7 +266,7 @@ class Trainer:
                 lr = lr_at(self.step + 1, cfg, self.d_model, time_fraction)
                 set_lr(self.optimizer, lr)
                 if hasattr(self.loss_fn, "set_progress"):
-                    self.loss_fn.set_progress(budget_progress(self.step + 1, cfg, time_fraction))
+                    self.loss_fn.set_progress(budget_progress(self.step, cfg, time_fraction))  # used so far
                 loss, tokens = self._forward_backward()
                 phase = "update"  # until the step is booked, an interrupt may leave a half-updated optimiser: not saved
                 grad_norm = self._update()
