@@ -34,6 +34,14 @@ def token_cross_entropy(
     )
 
 
+def rdrop_consistency(logits: torch.Tensor) -> torch.Tensor:
+    """R-Drop's term for (2N, V) logits whose halves are two dropout passes over the same N rows:
+    the mean over rows of (KL(p||q) + KL(q||p)) / 2, computed in float32."""
+    log_p, log_q = F.log_softmax(logits.float(), dim=-1).chunk(2)
+    return (F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+            + F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")) / 2
+
+
 def head_loss(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean token cross-entropy of `head(hidden)` (B, T, V) against targets (B, T).
 

@@ -43,6 +43,7 @@ from nanoformer.data.classification import (
 )
 from nanoformer.errors import UserError
 from nanoformer.evaluation.classification import evaluate_classifier
+from nanoformer.layers.losses import rdrop_consistency
 from nanoformer.models import EncoderModel
 from nanoformer.recipes.mlm import encoder_config, tokenizer_from_texts
 from nanoformer.run_config import RunConfig, load_run_config
@@ -103,10 +104,7 @@ def classification_loss(label_smoothing: float = 0.0, rdrop: float = 0.0):
             return F.cross_entropy(model(*inputs).float(), labels, label_smoothing=smoothing)
         logits = model(*[None if x is None else torch.cat([x, x]) for x in inputs]).float()
         ce = F.cross_entropy(logits, torch.cat([labels, labels]), label_smoothing=smoothing)
-        log_p, log_q = F.log_softmax(logits, dim=-1).chunk(2)
-        kl = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") \
-            + F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
-        return ce + rdrop * kl / 2
+        return ce + rdrop * rdrop_consistency(logits)
 
     return loss_fn
 

@@ -38,7 +38,7 @@ from nanoformer.data.parallel import (
     resolve_splits,
 )
 from nanoformer.errors import UserError
-from nanoformer.layers.losses import IGNORE_INDEX
+from nanoformer.layers.losses import IGNORE_INDEX, rdrop_consistency
 from nanoformer.models import Seq2SeqTransformer
 from nanoformer.run_config import RunConfig
 from nanoformer.tokenizer import Tokenizer
@@ -99,10 +99,7 @@ class TranslationLoss:
         # first half of the rows is the first copy's tokens and the second half the second's.
         logits = logits[counted].float()
         ce = F.cross_entropy(logits, twice["labels"][counted], label_smoothing=label_smoothing)
-        log_p, log_q = F.log_softmax(logits, dim=-1).chunk(2)
-        kl = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") \
-            + F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
-        return ce + self.rdrop * kl / 2
+        return ce + self.rdrop * rdrop_consistency(logits)
 
 
 def train_tokenizers(data, train: ParallelText) -> tuple[Tokenizer, Tokenizer]:
