@@ -20,7 +20,7 @@ import torch
 
 def matmul_peaks(n: int = 2048, repeats: int = 10) -> dict[str, float]:
     """Best-of fp32 matmul GFLOP/s on the CPU of each GEMM torch ships: "aten" (`a @ b`, MKL's sgemm)
-    and "onednn" (what nanoformer's linear layers use on AMD CPUs, nanoformer/layers/linear.py)."""
+    and "onednn" (what nanoformer's linear layers use on AMD CPUs, nanoformer/kernels/gemm.py)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     products = {"aten": lambda: a @ b}
     if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
@@ -105,7 +105,7 @@ def resident_mb() -> int:
 
 
 def environment() -> dict:
-    from nanoformer.layers.linear import gemm_backend
+    from nanoformer.kernels.gemm import gemm_backend
 
     return {
         "python": platform.python_version(),
@@ -114,14 +114,23 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_family_model": cpu_family_model(),
         "gemm": gemm_backend(),  # the GEMM nanoformer's linear layers used (HF's always use torch's)
     }
 
 
 def cpu_model() -> str:
-    from nanoformer.layers.linear import cpuinfo
+    from nanoformer.kernels.cpu import cpu_field
 
-    return cpuinfo("model name") or platform.processor()
+    return cpu_field("model name") or platform.processor()
+
+
+def cpu_family_model() -> str:
+    """"family/model" as /proc/cpuinfo numbers them (e.g. "6/207", an Intel Emerald Rapids), or ""."""
+    from nanoformer.kernels.cpu import cpu_field
+
+    family, model = cpu_field("cpu family"), cpu_field("model")
+    return f"{family}/{model}" if family and model else ""
 
 
 def write_result(name: str, result: dict, out: str | None) -> None:

@@ -28,7 +28,7 @@ from common import median_time, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from nanoformer.layers.dropout import dropout  # noqa: E402
+from nanoformer.kernels.dropout import dropout  # noqa: E402
 
 
 def timed_ms(fn, repeats: int) -> float:

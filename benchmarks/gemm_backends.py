@@ -1,12 +1,12 @@
 """torch's two fp32 GEMMs on this CPU, at the shapes nanoformer's models multiply.
 
-nanoformer/layers/linear.py multiplies the linear layers through oneDNN on AMD CPUs, where MKL's
+nanoformer/kernels/gemm.py multiplies the linear layers through oneDNN on AMD CPUs, where MKL's
 sgemm (torch's default for `a @ b` and `F.linear`) does not use AVX-512. This measures, in one
 process and interleaved, what that choice rests on:
 
 - training: the three products of a linear layer (forward, input gradient, weight gradient) at
   the GPT benchmark's and the Marian benchmark's shapes, `F.linear`/`mm` against oneDNN as
-  `nanoformer.layers.linear` calls it, in GFLOP/s;
+  `nanoformer.kernels.gemm` calls it, in GFLOP/s;
 - decoding: one step's products of the Marian decoder at beam 4 × 16 sentences (64 rows through
   three layers' six projections and the 8,000-word output layer, each weight used once per
   step, so they stream from memory as in generation): torch, oneDNN on plain weights, and oneDNN
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_peaks, median, resident_mb, time_interleaved, write_result  # noqa: E402
 
-from nanoformer.layers import linear as L  # noqa: E402
+from nanoformer.kernels import gemm as L  # noqa: E402
 
 TRAINING_SHAPES = {  # (rows, in, out)
     "gpt qkv": (4096, 384, 1152),

@@ -21,7 +21,7 @@ from common import flops_per_token, matmul_peaks, median, time_interleaved, writ
 
 from nanoformer.config import ModelConfig  # noqa: E402
 from nanoformer.models import DecoderModel  # noqa: E402
-from nanoformer.layers.linear import set_gemm_backend  # noqa: E402
+from nanoformer.kernels.gemm import set_gemm_backend  # noqa: E402
 
 
 def build_models(args: argparse.Namespace):
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="instead: torch.profiler over one of our training steps, kernels by self time")
     parser.add_argument("--gemm", choices=["auto", "onednn", "aten"], default="auto",
-                        help="the GEMM of nanoformer's linear layers (nanoformer/layers/linear.py); HF's use torch's")
+                        help="the GEMM of nanoformer's linear layers (nanoformer/kernels/gemm.py); HF's use torch's")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args()
     set_gemm_backend(args.gemm)

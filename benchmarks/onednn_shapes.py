@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import resident_mb  # noqa: E402
 
-from nanoformer.layers import linear as L  # noqa: E402
+from nanoformer.kernels import gemm as L  # noqa: E402
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from common import matmul_peak_gflops, median, time_interleaved, write_result  #
 
 from nanoformer.config import ModelConfig  # noqa: E402
 from nanoformer.interop import to_hf  # noqa: E402
-from nanoformer.layers.linear import set_gemm_backend  # noqa: E402
+from nanoformer.kernels.gemm import set_gemm_backend  # noqa: E402
 from nanoformer.models import Seq2SeqTransformer  # noqa: E402
 from nanoformer.tokenizer import Tokenizer  # noqa: E402
 
@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-generate", action="store_true")
     parser.add_argument("--gemm", choices=["auto", "onednn", "aten"], default="auto",
-                        help="the GEMM of nanoformer's linear layers (nanoformer/layers/linear.py); HF's use torch's")
+                        help="the GEMM of nanoformer's linear layers (nanoformer/kernels/gemm.py); HF's use torch's")
     parser.add_argument("--profile", action="store_true",
                         help="instead: torch.profiler over our side of one beam-4 generate call, kernels by self time")
     parser.add_argument("--out", default=None, help="append JSON lines here")
@@ -236,7 +236,7 @@ def main() -> None:
         n_pairs = sum(len(b[0]) for b in batches)
         tgt_tokens = sum(int((b[3] != -100).sum()) for b in batches)
         # Padding share of each side: nanoformer's training skips padding in its token-wise layers
-        # (layers/packing.py), so the ratio depends on it; our own recipe's batches are tighter.
+        # (kernels/packing.py), so the ratio depends on it; our own recipe's batches are tighter.
         src_real = sum(int(b[1].sum()) for b in batches) / sum(b[1].numel() for b in batches)
         tgt_real = tgt_tokens / sum(b[3].numel() for b in batches)
         ours.train()

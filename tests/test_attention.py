@@ -360,7 +360,7 @@ def test_layer_cache_reorders_in_turn_as_beam_search_does():
     expected = torch.empty(2, 2, 2, 0, 4)  # (B, K/V, H, T, d)
     for rows in ([0, 0, 0, 1, 1, 1], [5, 4, 3, 2, 1, 0], [1, 1, 4], [2, 0, 1], [0, 1, 2, 2, 1, 0], [3, 3]):
         new = torch.randn(expected.shape[0], 2, 2, 1, 4, generator=g)
-        k, v = cache.append_kv(new)
+        k, v = cache.append(*new.unbind(1))
         expected = torch.cat([expected, new], dim=3)
         assert torch.equal(k, expected[:, 0]) and torch.equal(v, expected[:, 1])
         index = torch.tensor(rows)
@@ -374,7 +374,7 @@ def test_cross_keys_stored_per_sentence_follow_the_sentences():
     """With `sentences`, cross K/V (one row per source sentence) move only when a sentence leaves;
     the self-attention rows follow the beams as before."""
     cache = LayerCache(capacity=4)
-    cache.append_kv(torch.randn(6, 2, 2, 1, 4))  # 3 sentences x 2 beams
+    cache.append(*torch.randn(6, 2, 2, 1, 4).unbind(1))  # 3 sentences x 2 beams
     cache.cross_k, cache.cross_v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
     cross_k, cross_v = cache.cross_k, cache.cross_v
     cache.reorder(torch.tensor([1, 1, 2, 3, 5, 4]), sentences=torch.arange(3))

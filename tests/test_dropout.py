@@ -1,4 +1,4 @@
-"""The CPU dropout of layers/dropout.py: the rate, the scaling, the same mask forward and backward,
+"""The CPU dropout of kernels/dropout.py: the rate, the scaling, the same mask forward and backward,
 reproducibility from torch's seed, and the cases it hands to torch."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanoformer.layers.dropout import Dropout, dropout
+from nanoformer.kernels.dropout import Dropout, dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])

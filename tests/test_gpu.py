@@ -97,7 +97,7 @@ def test_greedy_and_beam_translation_match_the_cpu():
 
 
 def test_padding_free_training_step_matches_the_padded_one():
-    """layers/packing.py on the GPU: the same loss and gradients as the step on the CPU."""
+    """kernels/packing.py on the GPU: the same loss and gradients as the step on the CPU."""
     cpu, gpu = build("encoder-decoder", share_embeddings=True)
     src, mask = padded_batch([14, 3, 9, 2])
     tgt, tgt_mask = padded_batch([11, 2, 8, 4])

@@ -1,4 +1,4 @@
-"""The linear layers' GEMM choice (nanoformer/layers/linear.py): oneDNN computes what F.linear does."""
+"""The linear layers' GEMM choice (nanoformer/kernels/gemm.py): oneDNN computes what F.linear does."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from nanoformer.config import ModelConfig
-from nanoformer.layers import linear as L
-from nanoformer.layers.linear import Linear, frozen_weights, gemm_backend, linear, set_gemm_backend
+from nanoformer.kernels import gemm as L
+from nanoformer.kernels.gemm import Linear, frozen_weights, gemm_backend, linear, set_gemm_backend
 from nanoformer.layers.losses import linear_cross_entropy
 from nanoformer.models import DecoderModel, Seq2SeqTransformer
 
@@ -86,9 +86,9 @@ def test_backend_names_are_checked(backend, monkeypatch):
 
 def test_auto_follows_the_cpu_vendor(backend, monkeypatch):
     monkeypatch.delenv("NANOFORMER_GEMM", raising=False)
-    monkeypatch.setattr(L, "_cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setattr(L, "cpu_vendor", lambda: "GenuineIntel")
     assert gemm_backend() == "aten"
-    monkeypatch.setattr(L, "_cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(L, "cpu_vendor", lambda: "AuthenticAMD")
     assert gemm_backend() == ("onednn" if L._prepare_onednn_linear() else "aten")
 
 

@@ -1,4 +1,4 @@
-"""Padding-free training (layers/packing.py): the token-wise sublayers skip padding, and nothing
+"""Padding-free training (kernels/packing.py): the token-wise sublayers skip padding, and nothing
 else changes. A training step with packing has the loss and gradients of the padded step."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nanoformer.config import ModelConfig
-from nanoformer.layers import packing as packing_module
-from nanoformer.layers.packing import TokenPacking, through_last
+from nanoformer.kernels import packing as packing_module
+from nanoformer.kernels.packing import TokenPacking, through_last
 from nanoformer.models import EncoderModel, Seq2SeqTransformer
 
 

@@ -12,7 +12,7 @@ Taking 2k candidates guarantees k running beams even if every beam chose eos.
 The work stays on the KV cache:
 - the first step runs one row per sentence (all beams start from the same start token); its
   cross-attention keys/values are computed there, once per source sentence, and stay that way:
-  the k beams of a sentence attend to one copy (attention.py's `group_queries`), so a step
+  the k beams of a sentence attend to one copy (kernels/grouped_attention.py), so a step
   reads its encoder memory once, not k times, and reordering beams never moves it;
 - after each step `cache.reorder(rows, sentences)` keeps the self-attention rows of the chosen
   beams in their new order;
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nanoformer.generation.seq2seq import banned_tensor, check_special_ids, length_limits, length_penalty_fn
-from nanoformer.layers.linear import frozen_weights
+from nanoformer.generation.loop import generation_loop
 
 
 @dataclass
@@ -79,7 +79,7 @@ def check_beam_args(beam_size: int, num_return_sequences: int, early_stopping, v
 
 
 @torch.no_grad()
-@frozen_weights()
+@generation_loop
 def beam_search(
     model: nn.Module,
     src_ids: Tensor,

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from nanoformer.generation.sampling import apply_repetition_penalty, check_sampling_args, choose_next
-from nanoformer.layers.linear import frozen_weights
+from nanoformer.generation.loop import generation_loop
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -31,7 +31,7 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Ten
 
 
 @torch.inference_mode()
-@frozen_weights()
+@generation_loop
 def generate(
     model: nn.Module,
     input_ids: Tensor,

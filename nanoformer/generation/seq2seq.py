@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from nanoformer.layers.linear import frozen_weights
+from nanoformer.generation.loop import generation_loop
 
 
 def length_limits(
@@ -73,7 +73,7 @@ def check_special_ids(config, what: str) -> None:
 
 
 @torch.no_grad()
-@frozen_weights()
+@generation_loop
 def greedy_decode(
     model: nn.Module,
     src_ids: Tensor,

@@ -8,7 +8,7 @@ Two paths share one interface:
 - "math": the formula written out; it can return the attention weights for inspection;
 - "sdpa": torch's fused `scaled_dot_product_attention` (flash / memory-efficient kernels).
 `need_weights=True` always takes the math path, and so does attention dropout on the CPU (torch's
-kernels fall back to the formula anyway; ours draws the dropout mask cheaply, see dropout.py).
+kernels fall back to the formula anyway; ours draws the dropout mask cheaply, kernels/dropout.py).
 Masks follow `masks.py`: True = may attend. A query whose keys are all masked gets a zero output
 (never NaN, forward or backward).
 """
@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nanoformer.config import ATTENTION_IMPLS
+from nanoformer.kernels.dropout import dropout  # F.dropout, fast on the CPU: kernels/dropout.py
+from nanoformer.kernels.gemm import Linear  # nn.Linear on this CPU's fast GEMM: kernels/gemm.py
+from nanoformer.kernels.grouped_attention import group_queries, ungroup_queries  # beams sharing a memory
+from nanoformer.kernels.packing import TokenPacking  # padding-free token-wise sublayers
 from nanoformer.layers.cache import LayerCache
-from nanoformer.layers.dropout import dropout
-from nanoformer.layers.linear import Linear
 from nanoformer.layers.masks import causal_mask
-from nanoformer.layers.packing import TokenPacking
 from nanoformer.layers.positional import apply_rotary
-
 
 
 def scaled_dot_product_attention(
@@ -52,7 +52,7 @@ def scaled_dot_product_attention(
     query_len, key_len = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     # With attention dropout on the CPU, torch's fused kernels fall back to the written-out
-    # formula anyway, with a slow Bernoulli mask; ours draws it cheaply (layers/dropout.py).
+    # formula anyway, with a slow Bernoulli mask; ours draws it cheaply (kernels/dropout.py).
     explicit = need_weights or impl == "math" or (dropout_p > 0 and q.device.type == "cpu")
     if causal and query_len > 1:
         if mask is None and bias is None and query_len == key_len and not explicit:
@@ -86,28 +86,6 @@ def scaled_dot_product_attention(
     if empty_rows is not None:
         out = out.masked_fill(empty_rows, 0.0)
     return out, None
-
-
-def group_queries(q: Tensor, kv_rows: int) -> Tensor:
-    """Queries (R, H, T, d) whose R / kv_rows consecutive rows share one row of keys/values, as
-    (kv_rows, H, g·T, d): the g rows become more queries of one attention call.
-
-    Beam search keeps the cross-attention keys/values once per source sentence, not once per beam:
-    the g beams of a sentence read the same encoder memory, so a step reads g times less of it.
-    Each query row is attended independently, so the outputs equal those of g identical copies.
-    """
-    rows, heads, length, d = q.shape
-    if rows % kv_rows:
-        raise ValueError(f"{rows} query rows cannot share {kv_rows} rows of keys/values")
-    g = rows // kv_rows
-    return q.view(kv_rows, g, heads, length, d).transpose(1, 2).reshape(kv_rows, heads, g * length, d)
-
-
-def ungroup_queries(x: Tensor, rows: int) -> Tensor:
-    """Undo `group_queries` on an output or weights (kv_rows, H, g·T, x) -> (rows, H, T, x)."""
-    kv_rows, heads, grouped, width = x.shape
-    g = rows // kv_rows
-    return x.view(kv_rows, heads, g, grouped // g, width).transpose(1, 2).reshape(rows, heads, grouped // g, width)
 
 
 def select_queries(
@@ -157,12 +135,6 @@ class MultiHeadAttention(nn.Module):
             self.qkv_proj = Linear(d_model, 3 * d_model, bias=bias)
         self.out_proj = Linear(d_model, d_model, bias=bias)
 
-    def _heads(self, x: Tensor, n: int) -> list[Tensor]:
-        """(B, T, n·D) -> n tensors of shape (B, H, T, d_head)."""
-        batch, length, _ = x.shape
-        x = x.view(batch, length, n, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
-        return list(x.unbind(0))
-
     def forward(
         self,
         x: Tensor,
@@ -176,70 +148,96 @@ class MultiHeadAttention(nn.Module):
         queries: Tensor | None = None,
         packing: TokenPacking | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """x: (B, T, D) queries. memory: (B, S, D) encoder states for cross-attention.
+        """x: (B, T, D) queries; memory: (B, S, D) encoder states, for cross-attention.
 
-        rope: (cos, sin) for the new positions, applied to queries and keys (self-attention only).
-        cache: this layer's cache; self-attention appends the new keys/values to it, and
-        cross-attention computes memory keys/values once and reuses them afterwards.
-        queries: (B, Tq) positions of x whose outputs are wanted (self-attention without a
-        cache); every position still serves as a key and value. The output is then (B, Tq, D).
-        packing: x is (N, D), the real tokens of a padded (B, T) batch (layers/packing.py); the
-        projections run on those rows, attention on the (B, T) layout, and the output is (N, D).
-        Returns the output (B, T, D) and, if need_weights, the weights (B, H, T, T_keys).
+        Returns the output (B, T, D) and, if need_weights, the weights (B, H, T, T_keys). The
+        arguments are those of `self_attention` or `cross_attention`, whichever this module is.
         """
-        rows = x.shape[0]
         if packing is not None and (cache is not None or queries is not None):
             raise ValueError("packing= is for whole padded sequences; it combines with neither cache nor queries")
         if self.cross:
-            q = self.q_proj(x)
-            if packing is not None:
-                q = packing.unpack(q)
-                rows = q.shape[0]
-            q = self._heads(q, 1)[0]
-            if cache is not None and cache.cross_k is not None:
-                k, v = cache.cross_k, cache.cross_v
-            else:
-                if memory is None:
-                    raise ValueError("cross-attention needs `memory` (the encoder output) on its first call")
-                k, v = self._heads(self.kv_proj(memory), 2)
-                if cache is not None:
-                    cache.cross_k, cache.cross_v = k, v
-            if k.shape[0] != rows:  # one memory per sentence, several beams (see group_queries)
-                q = group_queries(q, k.shape[0])
-        else:
-            qkv = self.qkv_proj(x)
-            if packing is not None:
-                qkv = packing.unpack(qkv)
-                rows = qkv.shape[0]
-            batch, length, _ = qkv.shape
-            qkv = qkv.view(batch, length, 3, self.n_heads, self.d_head).permute(0, 2, 3, 1, 4)
-            q, k, v = qkv.unbind(1)  # each (B, H, T, d)
-            if rope is not None:
-                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-                if cache is not None:
-                    k, v = cache.append(k, v)
-            elif cache is not None:
-                k, v = cache.append_kv(qkv[:, 1:])  # keys and values in one copy
+            if rope is not None or causal or queries is not None:
+                raise ValueError("cross-attention takes no rope, causal or queries")
+            return self.cross_attention(x, memory, mask, bias, cache, need_weights, packing)
+        if memory is not None:
+            raise ValueError("self-attention takes no memory; build the module with cross=True")
+        return self.self_attention(x, mask, bias, rope, causal, cache, need_weights, queries, packing)
+
+    def self_attention(
+        self, x: Tensor, mask: Tensor | None = None, bias: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None, causal: bool = False, cache: LayerCache | None = None,
+        need_weights: bool = False, queries: Tensor | None = None, packing: TokenPacking | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Queries, keys and values all from x (one fused projection).
+
+        rope: (cos, sin) of the new positions, rotating queries and keys. cache: the new keys and
+        values are appended to it and attention reads all of them (decoding). queries: (B, Tq)
+        positions whose outputs are wanted (no cache); every position still serves as a key and
+        value, and the output is (B, Tq, D). packing: x is (N, D), the real tokens of a padded
+        (B, T) batch; the projections run on those rows, attention on the (B, T) layout.
+        """
+        qkv = self.qkv_proj(x)
+        if packing is not None:
+            qkv = packing.unpack(qkv)
+        batch, length, _ = qkv.shape
+        q, k, v = qkv.view(batch, length, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4).unbind(0)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if cache is not None:
             if queries is not None:
-                if cache is not None:
-                    raise ValueError("queries= selects outputs of a whole sequence; it does not combine with a cache")
-                q, mask, bias = select_queries(queries, q, mask, bias)
-        out, weights = scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            mask=mask,
-            bias=bias,
-            causal=causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            need_weights=need_weights,
-            impl=self.impl,
-        )
+                raise ValueError("queries= selects outputs of a whole sequence; it does not combine with a cache")
+            k, v = cache.append(k, v)
+        if queries is not None:
+            q, mask, bias = select_queries(queries, q, mask, bias)
+        out, weights = self._attend(q, k, v, mask, bias, causal, need_weights)
+        return self._merge_heads(out, packing), weights
+
+    def cross_attention(
+        self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None, bias: Tensor | None = None,
+        cache: LayerCache | None = None, need_weights: bool = False, packing: TokenPacking | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Queries from x, keys and values from the encoder memory (B_mem, S, D).
+
+        cache: the memory's keys and values are computed on the first call and kept there
+        (`memory` may then be None). The memory may hold one row per sentence for several rows
+        of queries (the beams of beam search); those rows then share it (kernels/grouped_attention.py).
+        """
+        q = self.q_proj(x)
+        if packing is not None:
+            q = packing.unpack(q)
+        rows = q.shape[0]
+        q = q.view(rows, q.shape[1], self.n_heads, self.d_head).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.cross_kv(memory, self.memory_kv)
+        elif memory is not None:
+            k, v = self.memory_kv(memory)
+        else:
+            raise ValueError("cross-attention needs `memory` (the encoder output) on its first call")
+        if k.shape[0] != rows:
+            q = group_queries(q, k.shape[0])
+        out, weights = self._attend(q, k, v, mask, bias, False, need_weights)
         if out.shape[0] != rows:
             out = ungroup_queries(out, rows)
             weights = ungroup_queries(weights, rows) if weights is not None else None
+        return self._merge_heads(out, packing), weights
+
+    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys and values (B, H, S, d) of the encoder memory (B, S, D)."""
+        batch, length, _ = memory.shape
+        kv = self.kv_proj(memory).view(batch, length, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        return kv[0], kv[1]
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None,
+                causal: bool, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        return scaled_dot_product_attention(
+            q, k, v, mask=mask, bias=bias, causal=causal, dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights, impl=self.impl,
+        )
+
+    def _merge_heads(self, out: Tensor, packing: TokenPacking | None) -> Tensor:
+        """(B, H, T, d) -> the output projection of the concatenated heads, (B, T, D) or packed (N, D)."""
         batch, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, length, self.d_model)
         if packing is not None:
             out = packing.pack(out)
-        return self.out_proj(out), weights
+        return self.out_proj(out)

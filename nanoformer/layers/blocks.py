@@ -12,20 +12,26 @@ slopes), computed once per forward and handed to every layer.
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nanoformer.config import ModelConfig
+from nanoformer.kernels.decode_step import LayerWeights, decode_step  # one-token steps: kernels/decode_step.py
+from nanoformer.kernels.dropout import Dropout  # nn.Dropout, fast on the CPU: kernels/dropout.py
+from nanoformer.kernels.gemm import Linear
+from nanoformer.kernels.packing import TokenPacking  # padding-free token-wise sublayers: kernels/packing.py
 from nanoformer.layers.attention import MultiHeadAttention
 from nanoformer.layers.cache import KVCache, LayerCache
-from nanoformer.layers.dropout import Dropout
-from nanoformer.layers.fast_decode import fast_decode_step, make_plan
 from nanoformer.layers.feedforward import FeedForward
+from nanoformer.layers.masks import additive_mask
 from nanoformer.layers.norms import make_norm
-from nanoformer.layers.packing import TokenPacking
-from nanoformer.layers.positional import RotaryEmbedding, alibi_bias, alibi_slopes
+from nanoformer.layers.positional import RotaryEmbedding, alibi_bias, alibi_slopes, apply_rotary
 
 
 @dataclass
@@ -99,7 +105,7 @@ class EncoderLayer(_ResidualLayer):
         """keep: (B, Tq) positions whose outputs are wanted; the output is then (B, Tq, D).
         Every position is still attended to, but only the kept ones pass the output projection
         and the FFN, so a last layer feeding an MLM head on 15% of the tokens does a fraction of its work.
-        packing: x is (N, D), the batch's real tokens only (layers/packing.py), and so is the output."""
+        packing: x is (N, D), the batch's real tokens only (kernels/packing.py), and so is the output."""
         h, weights = self.self_attn(self.before(self.self_attn_norm, x), mask=mask, bias=bias, rope=rope,
                                     need_weights=need_weights, queries=keep, packing=packing)
         if keep is not None:
@@ -132,8 +138,10 @@ class DecoderLayer(_ResidualLayer):
         cache: LayerCache | None = None,
         need_weights: bool = False,
         packing: TokenPacking | None = None,
+        memory_bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """packing: x is (N, D), the batch's real tokens only (layers/packing.py), and so is the output."""
+        """memory_bias: an additive mask over the memory, instead of or with memory_mask.
+        packing: x is (N, D), the batch's real tokens only (kernels/packing.py), and so is the output."""
         h, self_weights = self.self_attn(
             self.before(self.self_attn_norm, x),
             mask=self_mask,
@@ -151,6 +159,7 @@ class DecoderLayer(_ResidualLayer):
                 self.before(self.cross_attn_norm, x),
                 memory=memory,
                 mask=memory_mask,
+                bias=memory_bias,
                 cache=cache,
                 need_weights=need_weights,
                 packing=packing,
@@ -207,7 +216,7 @@ class Encoder(_Stack):
         and the hidden states come back (B, Tq, D)."""
         bias, rope = self.relative_positions(position_ids, x.shape[1], x.shape[1])
         attentions = [] if need_weights else None
-        # In training, the token-wise sublayers skip padding (layers/packing.py); evaluation keeps
+        # In training, the token-wise sublayers skip padding (kernels/packing.py); evaluation keeps
         # the padded layout, so that every position's states match other implementations'.
         packing = None
         key_mask = mask is not None and mask.dtype == torch.bool and tuple(mask.shape) == (x.shape[0], 1, 1, x.shape[1])
@@ -232,6 +241,54 @@ class Decoder(_Stack):
         super().__init__(config)
         self.cross = cross
         self.layers = nn.ModuleList(DecoderLayer(config, cross) for _ in range(n_layers))
+        self._step_weights: list[LayerWeights] | None = None  # set inside `decoding()`
+        self._decoding_depth = 0
+
+    @contextlib.contextmanager
+    def decoding(self) -> Iterator[None]:
+        """A block in which one-token decoding steps skip the module machinery (kernels/decode_step.py).
+
+        The generation loops run inside it. The layers' parameters are looked up once, on entry,
+        and the steps compute exactly what the layers compute. Within the block the modules must
+        not change, and forward hooks on the layers' submodules do not run in those steps
+        (outside it, `decode_step` runs the modules, hooks and all). Layers or projections other
+        than the ones the decoder builds (a wrapped projection, e.g. LoRA), training mode and
+        the math attention path keep the module path. Nests.
+        """
+        self._decoding_depth += 1
+        if self._decoding_depth == 1:
+            self._step_weights = self._look_up_step_weights()
+        try:
+            yield
+        finally:
+            self._decoding_depth -= 1
+            if self._decoding_depth == 0:
+                self._step_weights = None
+
+    def _look_up_step_weights(self) -> list[LayerWeights] | None:
+        """Each layer's parameters for `decode_step`, or None where it would compute something else."""
+        if self.training:
+            return None
+        found = []
+        for layer in self.layers:
+            attn, cross, ffn = layer.self_attn, layer.cross_attn, layer.ffn
+            linears = [attn.qkv_proj, attn.out_proj, ffn.up, ffn.gate, ffn.down]
+            linears += [cross.q_proj, cross.out_proj] if cross is not None else []
+            if (type(layer) is not DecoderLayer or type(ffn) is not FeedForward
+                    or any(a is not None and (type(a) is not MultiHeadAttention or a.impl != "sdpa") for a in (attn, cross))
+                    or any(m is not None and type(m) is not Linear for m in linears)):
+                return None
+            found.append(LayerWeights(
+                heads=attn.n_heads, d_head=attn.d_head, scale=1.0 / math.sqrt(attn.d_head),
+                self_norm=_norm_function(layer.self_attn_norm), qkv=_weights(attn.qkv_proj), self_out=_weights(attn.out_proj),
+                ffn_norm=_norm_function(layer.ffn_norm), up=_weights(ffn.up), gate=_weights(ffn.gate),
+                down=_weights(ffn.down), act=ffn.act,
+                cross_norm=_norm_function(layer.cross_attn_norm) if cross is not None else None,
+                cross_q=_weights(cross.q_proj) if cross is not None else None,
+                cross_out=_weights(cross.out_proj) if cross is not None else None,
+                memory_kv=cross.memory_kv if cross is not None else None,
+            ))
+        return found
 
     def forward(
         self,
@@ -248,7 +305,7 @@ class Decoder(_Stack):
 
         self_mask: (B, 1, 1, T_keys) key mask over cached + new tokens (the causal part is
         added inside attention); memory_mask: (B, 1, 1, S) over the encoder memory.
-        packing: the token-wise sublayers run on these positions only (layers/packing.py); the
+        packing: the token-wise sublayers run on these positions only (kernels/packing.py); the
         others come back as zeros. Causal attention makes trailing positions safe to skip: no
         earlier position reads them. The caller knows which ones nothing needs (the training loss).
         """
@@ -256,13 +313,19 @@ class Decoder(_Stack):
             raise ValueError("packing= is for whole teacher-forced sequences; it does not combine with a cache")
         key_len = x.shape[1] + (cache.length if cache is not None else 0)
         bias, rope = self.relative_positions(position_ids, x.shape[1], key_len)
-        if cache is not None and x.shape[1] == 1 and not need_weights:
-            # One token per row with a cache: the same computation without module dispatch,
-            # planned once per cache (see layers/fast_decode.py).
-            if cache.plan is None:
-                cache.plan = make_plan(self) or "modules"
-            if cache.plan != "modules":
-                hidden = fast_decode_step(cache.plan, x, cache, self_mask, memory, memory_mask, bias, rope)
+        memory_bias = None
+        if cache is not None and x.shape[1] == 1:
+            # A decoding step, thousands per generation: the masks and ALiBi become one additive
+            # mask here, once for all layers, instead of being combined inside each attention.
+            # Each query must see a key: decoding's do (a token sees itself, a source has a word).
+            if self_mask is None or bool(self_mask.any(-1).all()):
+                self_mask, bias = None, additive_mask(self_mask, bias, x.dtype)
+            if memory_mask is not None and bool(memory_mask.any(-1).all()):
+                memory_mask, memory_bias = None, additive_mask(memory_mask, None, x.dtype)
+            steps = self._step_weights
+            if steps is not None and self_mask is None and memory_mask is None and not need_weights and not self.training:
+                hidden = decode_step(steps, self.layers[0].pre_norm, x, cache.layers, bias, memory,
+                                     memory_bias, rope, apply_rotary)
                 return StackOutput(self.finish(hidden))
         self_attentions = [] if need_weights else None
         cross_attentions = [] if need_weights else None
@@ -277,6 +340,7 @@ class Decoder(_Stack):
                 bias=bias,
                 rope=rope,
                 cache=cache.layers[i] if cache is not None else None,
+                memory_bias=memory_bias,
                 need_weights=need_weights,
                 packing=packing,
             )
@@ -287,4 +351,16 @@ class Decoder(_Stack):
 
     def new_cache(self, capacity: int) -> KVCache:
         return KVCache(len(self.layers), capacity)
+
+
+def _weights(layer: nn.Linear | None) -> tuple[Tensor, Tensor | None] | None:
+    return None if layer is None else (layer.weight, layer.bias)
+
+
+def _norm_function(norm: nn.Module) -> Callable[[Tensor], Tensor]:
+    """LayerNorm as a function call (the module call costs more than the norm of one token); others as they are."""
+    if type(norm) is nn.LayerNorm:
+        shape, weight, bias, eps = norm.normalized_shape, norm.weight, norm.bias, norm.eps
+        return lambda x: F.layer_norm(x, shape, weight, bias, eps)
+    return norm
 

@@ -9,10 +9,12 @@ computed once per source sentence and kept here too.
 Beam search reorders the batch dimension after each step (`reorder`), and drops finished
 sentences the same way (an index tensor with fewer rows). It keeps the cross-attention K/V once
 per source sentence rather than once per beam (the beams of a sentence share its encoder memory;
-attention.py's `group_queries`), so those follow the sentences, not the beams.
+kernels/grouped_attention.py), so those follow the sentences, not the beams.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -20,8 +22,8 @@ from torch import Tensor
 
 class LayerCache:
     """One layer's self-attention keys and values in one buffer (B, 2, H, capacity, d_head),
-    and its cross-attention K/V. Keys and values share a buffer so that one copy stores both,
-    and the batch comes first so that beam search reorders one contiguous block per row."""
+    and its cross-attention K/V. Keys and values share a buffer, batch first, so that beam
+    search reorders one contiguous block per row."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -40,23 +42,33 @@ class LayerCache:
         return None if self.kv is None else self.kv[:, 1]
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write new keys/values (B, H, T, d) after the cached ones; return views of all so far."""
-        return self.append_kv(torch.stack((k, v), dim=1))
-
-    def append_kv(self, kv: Tensor) -> tuple[Tensor, Tensor]:
-        """Like `append`, for keys and values stacked as (B, 2, H, T, d)."""
-        new_length = self.length + kv.shape[3]
+        """Write new keys and values (B, H, T, d) after the cached ones; return views of all so far."""
+        new_length = self.length + k.shape[2]
         if self.kv is None:
-            shape = (kv.shape[0], 2, kv.shape[2], max(self.capacity, new_length), kv.shape[4])
-            self.kv = kv.new_empty(shape)
+            batch, heads, _, d_head = k.shape
+            self.kv = k.new_empty((batch, 2, heads, max(self.capacity, new_length), d_head))
         elif new_length > self.kv.shape[3]:
             # Rare: generation ran past the planned capacity. Grow geometrically, so appends stay
             # amortised O(1) per token.
             grow = max(new_length, 2 * self.kv.shape[3]) - self.kv.shape[3]
             self.kv = torch.nn.functional.pad(self.kv, (0, 0, 0, grow))
-        self.kv[:, :, :, self.length : new_length] = kv
+        new = self.kv.narrow(3, self.length, k.shape[2])
+        new.select(1, 0).copy_(k)
+        new.select(1, 1).copy_(v)
         self.length = new_length
-        return self.kv[:, 0, :, :new_length], self.kv[:, 1, :, :new_length]
+        return self.kv.narrow(3, 0, new_length).unbind(1)
+
+    def cross_kv(self, memory: Tensor | None, project: Callable[[Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """The cross-attention keys and values: `project(memory)` on the first call, kept for the rest.
+
+        The encoder memory does not change while the target grows, so its projection is computed
+        once per source sentence; later calls may pass memory=None.
+        """
+        if self.cross_k is None or self.cross_v is None:
+            if memory is None:
+                raise ValueError("cross-attention needs `memory` (the encoder output) on its first call")
+            self.cross_k, self.cross_v = project(memory)
+        return self.cross_k, self.cross_v
 
     def reorder(self, indices: Tensor, sentences: Tensor | None = None) -> None:
         """Keep batch rows `indices`, in that order (beam search; dropping finished rows).
@@ -98,9 +110,6 @@ class KVCache:
 
     def __init__(self, n_layers: int, capacity: int) -> None:
         self.layers = [LayerCache(capacity) for _ in range(n_layers)]
-        # How the decoder steps one token with this cache: a `fast_decode.DecodePlan`, or
-        # "modules"; decided on the first such step, so once per generation.
-        self.plan: object | None = None
 
     @property
     def length(self) -> int:

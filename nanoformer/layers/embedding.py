@@ -12,7 +12,7 @@ import math
 from torch import Tensor, nn
 
 from nanoformer.config import ModelConfig
-from nanoformer.layers.dropout import Dropout
+from nanoformer.kernels.dropout import Dropout  # nn.Dropout, fast on the CPU: kernels/dropout.py
 from nanoformer.layers.norms import make_norm
 from nanoformer.layers.positional import LearnedPositions, SinusoidalPositions
 

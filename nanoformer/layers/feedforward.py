@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nanoformer.config import ACTIVATIONS
-from nanoformer.layers.dropout import Dropout
-from nanoformer.layers.linear import Linear
+from nanoformer.kernels.dropout import Dropout  # nn.Dropout, fast on the CPU: kernels/dropout.py
+from nanoformer.kernels.gemm import Linear  # nn.Linear on this CPU's fast GEMM: kernels/gemm.py
 
 
 def activation_fn(name: str):

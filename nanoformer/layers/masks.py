@@ -46,6 +46,16 @@ def combine(*masks: Tensor | None) -> Tensor | None:
     return result
 
 
+def additive_mask(mask: Tensor | None, bias: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor | None:
+    """A boolean mask and an additive bias (ALiBi) as one float tensor added to the scores: the
+    bias (or 0) where a query may attend, -inf where it may not. Only for queries that each see
+    at least one key: a softmax over nothing but -inf is NaN."""
+    if mask is None:
+        return bias
+    base = bias if bias is not None else torch.zeros((), dtype=dtype, device=mask.device)
+    return base.masked_fill(~mask, float("-inf"))
+
+
 def check_attention_mask(name: str, mask: Tensor | None, batch: int, length: int) -> None:
     """Validate a user-facing (batch, length) padding mask: 1/True marks real tokens."""
     if mask is None:

@@ -7,6 +7,7 @@ positions train in parallel while each one only sees its past.
 
 from __future__ import annotations
 
+import contextlib
 import torch
 from torch import Tensor, nn
 
@@ -14,7 +15,7 @@ from nanoformer.config import ModelConfig
 from nanoformer.layers.blocks import Decoder, StackOutput
 from nanoformer.layers.cache import KVCache
 from nanoformer.layers.embedding import Embeddings
-from nanoformer.layers.linear import Linear
+from nanoformer.kernels.gemm import Linear  # nn.Linear on this CPU's fast GEMM: kernels/gemm.py
 from nanoformer.layers.masks import padding_mask
 from nanoformer.models.init import init_weights
 from nanoformer.models.inputs import check_ids, check_length, check_mask, default_position_ids
@@ -77,6 +78,10 @@ class DecoderModel(nn.Module):
     def new_cache(self, capacity: int | None = None) -> KVCache:
         """An empty KV cache with room for `capacity` positions (default: max_positions)."""
         return self.decoder.new_cache(capacity or self.config.max_positions)
+
+    def decoding(self) -> contextlib.AbstractContextManager[None]:
+        """The block generation loops run in: one-token steps skip the module machinery (`Decoder.decoding`)."""
+        return self.decoder.decoding()
 
     @torch.no_grad()
     def decode_step(

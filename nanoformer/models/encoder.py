@@ -20,10 +20,10 @@ from torch import Tensor, nn
 
 from nanoformer.config import ModelConfig
 from nanoformer.layers.blocks import Encoder, StackOutput
-from nanoformer.layers.dropout import Dropout
+from nanoformer.kernels.dropout import Dropout  # nn.Dropout, fast on the CPU: kernels/dropout.py
 from nanoformer.layers.embedding import Embeddings
 from nanoformer.layers.feedforward import activation_fn
-from nanoformer.layers.linear import Linear
+from nanoformer.kernels.gemm import Linear  # nn.Linear on this CPU's fast GEMM: kernels/gemm.py
 from nanoformer.layers.masks import padding_mask
 from nanoformer.layers.norms import make_norm
 from nanoformer.models.init import init_weights

@@ -8,6 +8,7 @@ feeds the whole shifted target at once, so every position trains in parallel.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -17,12 +18,12 @@ from nanoformer.config import ModelConfig
 from nanoformer.layers.blocks import Decoder, Encoder, StackOutput
 from nanoformer.layers.cache import KVCache
 from nanoformer.layers.embedding import Embeddings
-from nanoformer.layers.linear import Linear
+from nanoformer.kernels.gemm import Linear  # nn.Linear on this CPU's fast GEMM: kernels/gemm.py
 from nanoformer.layers.masks import padding_mask
 from nanoformer.models.init import init_weights
 from nanoformer.models.inputs import check_ids, check_length, check_mask, default_position_ids
 from nanoformer.layers.losses import IGNORE_INDEX, head_loss
-from nanoformer.layers.packing import TokenPacking, through_last
+from nanoformer.kernels.packing import TokenPacking, through_last  # padding-free training: kernels/packing.py
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -131,6 +132,10 @@ class Seq2SeqTransformer(nn.Module):
     def new_cache(self, capacity: int | None = None) -> KVCache:
         """An empty decoder cache with room for `capacity` target positions (default: max_positions)."""
         return self.decoder.new_cache(capacity or self.config.max_positions)
+
+    def decoding(self) -> contextlib.AbstractContextManager[None]:
+        """The block generation loops run in: one-token steps skip the module machinery (`Decoder.decoding`)."""
+        return self.decoder.decoding()
 
     @torch.no_grad()
     def decode_step(

@@ -1,17 +1,18 @@
-"""The linear layers' matrix products, on the faster of the two fp32 GEMMs that torch ships.
+"""Matrix products of the linear layers on the faster of the two fp32 GEMMs that torch ships.
 
-torch multiplies fp32 matrices on the CPU with MKL's sgemm. On AMD CPUs MKL does not use its
-AVX-512 code: on the AMD EPYC (Zen 5) of these machines it runs at half the chip's fp32 peak
-(about 205 of 470 GFLOP/s on two threads), while oneDNN, the other GEMM library inside torch,
-reaches the peak on the same products (`benchmarks/gemm_backends.py`). So on AMD CPUs the
-linear layers, the fused output-layer loss and the one-token decoding path multiply through
-oneDNN (`torch.ops.mkldnn._linear_pointwise`, the op torch.compile's CPU backend emits for
-linear layers), forward and backward; elsewhere they keep torch's own kernels. Results agree
-with `F.linear` to float32 rounding (a different order of summation), and a run is still
-reproducible: the choice depends on the machine, never on a timing.
+torch multiplies fp32 matrices on the CPU with MKL's sgemm. On AMD CPUs MKL does not run its
+AVX-512 code, while oneDNN, the other GEMM library inside torch, does; the linear layers, the
+fused output-layer loss and decoding then multiply through oneDNN
+(`torch.ops.mkldnn._linear_pointwise`, the op torch.compile's CPU backend emits for linear
+layers), forward and backward. Measured peaks per CPU: docs/benchmarks.md, "The CPU, and which
+GEMM the linear layers use". Results agree with `F.linear` to float32 rounding (another order of
+summation), and a run stays reproducible: the choice depends on the machine, never on a timing.
 
-`NANOFORMER_GEMM=onednn|aten` (or `set_gemm_backend`) overrides the choice; `auto` is the default.
-Attention's own products (flash attention, `torch.bmm`) stay in torch.
+The rule, in one place (`default_gemm`): oneDNN on AMD CPUs, torch's own kernels elsewhere, as
+CTranslate2 picks its GEMM library by CPU vendor. The one override: `NANOFORMER_GEMM=onednn|aten`
+(`set_gemm_backend` sets the same override from Python). Nothing happens at import: the CPU is
+read, and oneDNN prepared, on the first product that could use it. Attention's own products
+(flash attention, `torch.bmm`) stay in torch.
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nanoformer.kernels.cpu import cpu_vendor
+
 BACKENDS = ("auto", "onednn", "aten")
 _choice: str | None = None  # set_gemm_backend's override; None reads NANOFORMER_GEMM
 
 
 # oneDNN keeps the kernels it builds for each product shape, 1,024 by default, some of them
-# megabytes each. Padding-free batches give every training step new row counts, so the cache
-# only fills: a 256 <-> 1024 layer pair on 2,000-4,000 varying rows grew to 2.5 GB of resident
-# memory in 600 steps, and to 0.78 GB with 64 kernels kept, no slower (benchmarks/onednn_shapes.py).
-# Decoding reuses a few shapes per step, which 64 holds. A user's own setting wins;
-# it must be in place before oneDNN builds its first kernel, hence here.
+# megabytes each. Padding-free batches give every training step new row counts, so that cache
+# only fills; 64 bounds its memory at no cost in speed (docs/benchmarks.md, "oneDNN's kernel
+# cache"; benchmarks/onednn_shapes.py). Decoding reuses a few shapes per step, which 64 holds.
+# A user's own setting wins; it must be in place before oneDNN builds its first kernel, hence
+# set on first use.
 _KERNEL_CACHE_CAPACITY = "64"
 
 
@@ -51,21 +54,9 @@ def _prepare_onednn_linear() -> bool:
         return False
 
 
-@functools.cache
-def cpuinfo(key: str) -> str:
-    """A field of the first CPU in /proc/cpuinfo ("vendor_id", "model name"), or "" where there is none."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(key):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-def _cpu_vendor() -> str:
-    return cpuinfo("vendor_id")
+def default_gemm(vendor: str) -> str:
+    """The rule: "onednn" on AMD CPUs (MKL's sgemm skips its AVX-512 code there), "aten" elsewhere."""
+    return "onednn" if vendor == "AuthenticAMD" else "aten"
 
 
 def set_gemm_backend(name: str | None) -> None:
@@ -78,21 +69,27 @@ def set_gemm_backend(name: str | None) -> None:
 
 def gemm_backend() -> str:
     """The backend the CPU products use now: "onednn" or "aten"."""
-    name = _choice or os.environ.get("NANOFORMER_GEMM", "auto").strip().lower() or "auto"
+    return _resolve(_choice, os.environ.get("NANOFORMER_GEMM"), cpu_vendor())
+
+
+@functools.lru_cache(maxsize=16)
+def _resolve(choice: str | None, variable: str | None, vendor: str) -> str:
+    # Every linear layer asks, at every call: the answer is remembered for each set of inputs.
+    name = choice or (variable or "auto").strip().lower() or "auto"
     if name not in BACKENDS:
         raise ValueError(f"NANOFORMER_GEMM must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "auto":
-        name = "onednn" if _cpu_vendor() == "AuthenticAMD" else "aten"
+        name = default_gemm(vendor)
     return "onednn" if name == "onednn" and _prepare_onednn_linear() else "aten"
 
 
 def _use_onednn(*tensors: Tensor | None) -> bool:
-    return (
-        all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and t.numel() > 0) for t in tensors)
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-        and gemm_backend() == "onednn"
-    )
+    if gemm_backend() != "onednn":
+        return False
+    for t in tensors:
+        if t is not None and (t.device.type != "cpu" or t.dtype != torch.float32 or t.numel() == 0):
+            return False
+    return not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
 
 
 def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -165,9 +162,8 @@ def frozen_weights() -> Iterator[None]:
     """Within this block, `linear` reorders each weight into oneDNN's blocked layout once and reuses it.
 
     A product on a plain weight reorders it first, on every call. In decoding (a few rows per
-    weight, every weight at every step) that copy took a third of the products' time: a beam-4
-    step of the Marian shape spent 2.9 ms in products on plain weights and 1.8 ms on packed ones
-    (benchmarks/gemm_backends.py). The generation loops run inside this block; the weights must
+    weight, every weight at every step) that copy is a large share of the products' time
+    (docs/benchmarks.md, "Packed weights"). The generation loops run inside this block; the weights must
     not change within it (in-place optimizer steps do not always bump a tensor's version, so
     the copies cannot safely outlive the block). Also a decorator. Nests.
     """

@@ -1,4 +1,4 @@
-"""Dropout with a cheap random mask on the CPU.
+"""Dropout with a cheap random mask on the CPU: the same contract as `F.dropout`.
 
 Dropout zeroes each element with probability p and scales the rest by 1/(1-p), so that the
 expected value is unchanged. On the CPU, torch draws the mask with one Bernoulli sample per
@@ -8,14 +8,11 @@ dropout 0.1) those draws were a fifth of every step, the same on Hugging Face's 
 Here one 64-bit random word gives four 15-bit lanes, and an element is dropped when its lane is
 below round(p · 32768): p is rounded to a multiple of 1/32768 (0.1 becomes 0.100006), which no
 training run can tell apart. The comparison writes the mask straight into a float tensor, which
-is then scaled by 1/(1-p) once: forward and backward are each one plain multiply. (A bool mask
-costs a full-size conversion to float inside every multiply; this is 4 bytes an element instead
-of 1, and about 30% less time.) Same-seed runs are reproducible and exact resume still holds,
-because the words come from torch's generator. Other devices keep torch's kernel (CUDA's Philox
-is fast already). Measured on these CPUs (2 threads): forward + backward of a 16 × 6 × 256 × 256
-attention-weight dropout, 52.5 ms with `F.dropout`, 26.8 ms with the bool mask; of a 4,096 ×
-1,024 activation dropout (benchmarks/elementwise_kernels.py), 64.7 ms with `F.dropout`, 21.7 ms
-with the bool mask, 15.6 ms with the float one (5.2 of them drawing the random words).
+is then scaled by 1/(1-p) once: forward and backward are each one plain multiply (a bool mask
+would cost a full-size conversion inside every multiply). Same-seed runs are reproducible and
+exact resume still holds, because the words come from torch's generator. Other devices keep
+torch's kernel (CUDA's Philox is fast already). Timings: docs/benchmarks.md, "CPU dropout"
+(benchmarks/elementwise_kernels.py).
 """
 
 from __future__ import annotations
