@@ -26,12 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from nanoformer.data.mlm import (  # noqa: E402
-    Masker,
-    MLMBatches,
-    build_sequences,
-    sequences_from_config,
-)
+from nanoformer.data.masking import Masker  # noqa: E402
+from nanoformer.data.mlm import MLMBatches, build_sequences, sequences_from_config  # noqa: E402
 from nanoformer.evaluation.mlm import evaluate_mlm  # noqa: E402
 from nanoformer.interop import to_hf  # noqa: E402
 from nanoformer.models import EncoderModel  # noqa: E402

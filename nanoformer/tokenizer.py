@@ -29,30 +29,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
-from tokenizers import Regex
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from nanoformer.data.text import read_text, resolve_text_files, write_bytes_atomic
+from nanoformer import tokenizer_training as training
+from nanoformer.data.text import read_text, write_bytes_atomic
 from nanoformer.errors import UserError
-
-PathLike = str | os.PathLike
-
-SPECIAL_TOKENS: dict[str, str] = {
-    "pad": "<pad>",
-    "unk": "<unk>",
-    "bos": "<s>",
-    "eos": "</s>",
-    "mask": "<mask>",
-    "cls": "<cls>",
-    "sep": "<sep>",
-}
-"""Role -> token text. The order is the id order of every tokenizer we train: pad = 0, unk = 1, ..."""
+from nanoformer.tokenizer_training import SPECIAL_TOKENS, PathLike
 
 # How other libraries spell the same roles, so that their tokenizer.json files load with the
 # right special ids (BERT's [CLS] ..., GPT-2's <|endoftext|>).
@@ -65,9 +50,6 @@ _OTHER_SPELLINGS: dict[str, tuple[str, ...]] = {
     "cls": ("[CLS]",),
     "sep": ("[SEP]",),
 }
-
-# BERT's spelling of the roles it has (train_wordpiece(bert_specials=True)).
-_BERT_SPELLINGS: dict[str, str] = {"pad": "[PAD]", "unk": "[UNK]", "mask": "[MASK]", "cls": "[CLS]", "sep": "[SEP]"}
 
 FILE_NAME = "tokenizer.json"
 
@@ -86,174 +68,29 @@ class Tokenizer:
         self._special_ids = _find_special_ids(hf, specials)
 
     # ----------------------------------------------------------------------- training
-    @classmethod
-    def train_char(
-        cls,
-        files: PathLike | Sequence[PathLike] | None = None,
-        *,
-        texts: Iterable[str] | None = None,
-        min_frequency: int = 1,
-    ) -> Tokenizer:
-        """One token per Unicode code point seen at least `min_frequency` times, after the specials.
-
-        `files` is anything `resolve_text_files` accepts (file, folder, standard name, or a list);
-        `texts` are strings used as they are. Characters are ordered by code point, so the same
-        alphabet always gives the same ids.
-        """
-        counts: Counter[str] = Counter()
-        for text in _training_texts(files, texts):
-            counts.update(text)
-        alphabet = sorted(ch for ch, n in counts.items() if n >= min_frequency)
-        if not alphabet:
-            raise UserError(f"no character occurs {min_frequency} or more times in the training "
-                            "text; lower min_frequency or give more text")
-        vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS.values())}
-        for ch in alphabet:
-            vocab.setdefault(ch, len(vocab))
-        hf = HFTokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS["unk"]))
-        hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-        hf.decoder = decoders.Fuse()  # characters join with nothing between them
-        hf.add_special_tokens(list(SPECIAL_TOKENS.values()))
-        return cls(hf)
+    # The algorithms live in tokenizer_training.py; each method takes that function's arguments.
 
     @classmethod
-    def train_bpe(
-        cls,
-        files: PathLike | Sequence[PathLike] | None = None,
-        vocab_size: int = 8000,
-        *,
-        texts: Iterable[str] | None = None,
-        byte_level: bool = True,
-        min_frequency: int = 2,
-        progress: bool = False,
-    ) -> Tokenizer:
-        """Byte-pair encoding with `vocab_size` tokens in all (specials and base symbols included).
-
-        Byte level (GPT-2 style) starts from the 256 bytes, so any text round-trips exactly and
-        nothing is ever <unk>. Without it (sentencepiece style, spaces shown as "▁") the base
-        symbols are the characters seen in training and others become <unk>.
-        """
-        floor = len(SPECIAL_TOKENS) + (256 if byte_level else 1)
-        _check_vocab_size(vocab_size, floor, "train_bpe")
-        if byte_level:
-            hf = HFTokenizer(models.BPE())
-            hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-            hf.decoder = decoders.ByteLevel()
-            alphabet = pre_tokenizers.ByteLevel.alphabet()
-        else:
-            hf = HFTokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk"]))
-            hf.pre_tokenizer = _metaspace_pre_tokenizer()
-            hf.decoder = decoders.Metaspace(prepend_scheme="never")
-            alphabet = []
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, show_progress=progress,
-            special_tokens=list(SPECIAL_TOKENS.values()), initial_alphabet=alphabet,
-        )
-        hf.train_from_iterator(_training_lines(files, texts), trainer)
-        return cls(hf)
+    def train_char(cls, files: PathLike | Sequence[PathLike] | None = None, **options) -> Tokenizer:
+        """One token per Unicode code point seen in training (`tokenizer_training.char`)."""
+        return cls(training.char(files, **options))
 
     @classmethod
-    def train_wordpiece(
-        cls,
-        files: PathLike | Sequence[PathLike] | None = None,
-        vocab_size: int = 8000,
-        *,
-        texts: Iterable[str] | None = None,
-        lowercase: bool = True,
-        strip_accents: bool | None = None,
-        bert_specials: bool = False,
-        min_frequency: int = 2,
-        progress: bool = False,
-    ) -> Tokenizer:
-        """BERT's WordPiece: words split on spaces and punctuation, pieces continue with "##".
-
-        Lossy on purpose: it may lower-case, and decoding re-spaces words, which suits a model
-        that reads text (masked LM, classification) rather than writes it.
-
-        `strip_accents` (default: as `lowercase`, like BERT uncased) turns "café" into "cafe".
-        Stripping decomposes text (NFD), which would leave Korean as loose jamo, so the text is
-        recomposed (NFC) afterwards and Hangul syllables stay whole.
-        `bert_specials` spells the special tokens as BERT does, [PAD] [UNK] [MASK] [CLS] [SEP]
-        (same ids: pad 0, unk 1, mask 4, cls 5, sep 6), and adds BERT's template
-        "[CLS] A [SEP] (B [SEP])" for Hugging Face tools; our `encode` never adds special tokens.
-        """
-        _check_vocab_size(vocab_size, len(SPECIAL_TOKENS) + 1, "train_wordpiece")
-        specials = {role: (_BERT_SPELLINGS.get(role, token) if bert_specials else token)
-                    for role, token in SPECIAL_TOKENS.items()}
-        hf = HFTokenizer(models.WordPiece(unk_token=specials["unk"]))
-        hf.normalizer = normalizers.Sequence([
-            normalizers.BertNormalizer(lowercase=lowercase, strip_accents=strip_accents),
-            normalizers.NFC(),
-        ])
-        hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        hf.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, show_progress=progress,
-            special_tokens=list(specials.values()),
-        )
-        hf.train_from_iterator(_training_lines(files, texts), trainer)
-        hf = _renumber_wordpiece(hf, len(specials))
-        if bert_specials:
-            cls_token, sep_token = specials["cls"], specials["sep"]
-            ids = [(cls_token, hf.token_to_id(cls_token)), (sep_token, hf.token_to_id(sep_token))]
-            hf.post_processor = processors.TemplateProcessing(
-                single=f"{cls_token} $A {sep_token}", pair=f"{cls_token} $A {sep_token} $B:1 {sep_token}:1",
-                special_tokens=ids,
-            )
-        return cls(hf)
+    def train_bpe(cls, files: PathLike | Sequence[PathLike] | None = None, vocab_size: int = 8000, **options) -> Tokenizer:
+        """Byte-pair encoding, byte level by default (`tokenizer_training.bpe`)."""
+        return cls(training.bpe(files, vocab_size, **options))
 
     @classmethod
-    def train_unigram(
-        cls,
-        files: PathLike | Sequence[PathLike] | None = None,
-        vocab_size: int = 8000,
-        *,
-        texts: Iterable[str] | None = None,
-        byte_fallback: bool = True,
-        progress: bool = False,
-    ) -> Tokenizer:
-        """SentencePiece's unigram language model, spaces shown as "▁", `vocab_size` ids in all.
+    def train_wordpiece(cls, files: PathLike | Sequence[PathLike] | None = None, vocab_size: int = 8000,
+                        **options) -> Tokenizer:
+        """BERT's WordPiece (`tokenizer_training.wordpiece`)."""
+        return cls(training.wordpiece(files, vocab_size, **options))
 
-        The trainer starts from many candidate pieces and prunes the ones whose loss hurts the
-        corpus likelihood least. With `byte_fallback` (the default) 256 byte pieces `<0x00>` ...
-        `<0xFF>` are kept at the end of the vocabulary: a character never seen in training is
-        spelled in UTF-8 bytes instead of becoming <unk>, so every text round-trips except one
-        that contains "▁" (decoded as a space). "<" and ">" are always pieces of their own, so
-        typed text such as "<0x41>" is never read as a byte piece.
-        """
-        reserved = 256 if byte_fallback else 0
-        _check_vocab_size(vocab_size, len(SPECIAL_TOKENS) + reserved + 2, "train_unigram")
-        hf = HFTokenizer(models.Unigram())
-        hf.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(r"\n|<|>"), behavior="isolated"),
-            pre_tokenizers.Metaspace(prepend_scheme="never"),
-        ])
-        trainer = trainers.UnigramTrainer(
-            vocab_size=vocab_size - reserved, show_progress=progress,
-            special_tokens=list(SPECIAL_TOKENS.values()), unk_token=SPECIAL_TOKENS["unk"],
-        )
-        try:
-            hf.train_from_iterator(_training_lines(files, texts), trainer)
-        except Exception as error:  # the trainer reports this case as a bare Exception
-            if "not large enough to contain all chars" not in str(error):
-                raise
-            raise UserError(f"vocab_size = {vocab_size} leaves {vocab_size - reserved} unigram pieces"
-                            f"{' beside the 256 byte pieces' if reserved else ''}, fewer than the distinct "
-                            "characters of the training text; raise vocab_size") from None
-        if byte_fallback:
-            spec = json.loads(hf.to_str())["model"]
-            pieces = [(piece, score) for piece, score in spec["vocab"]]
-            floor = min(score for _, score in pieces) - 1.0
-            known = {piece for piece, _ in pieces}
-            pieces += [(f"<0x{b:02X}>", floor) for b in range(256) if f"<0x{b:02X}>" not in known]
-            pre_tokenizer = hf.pre_tokenizer
-            hf = HFTokenizer(models.Unigram(pieces, unk_id=spec["unk_id"], byte_fallback=True))
-            hf.pre_tokenizer = pre_tokenizer
-            hf.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(prepend_scheme="never")])
-        else:
-            hf.decoder = decoders.Metaspace(prepend_scheme="never")
-        hf.add_special_tokens(list(SPECIAL_TOKENS.values()))
-        return cls(hf)
+    @classmethod
+    def train_unigram(cls, files: PathLike | Sequence[PathLike] | None = None, vocab_size: int = 8000,
+                      **options) -> Tokenizer:
+        """SentencePiece's unigram model with byte fallback (`tokenizer_training.unigram`)."""
+        return cls(training.unigram(files, vocab_size, **options))
 
     @classmethod
     def train(
@@ -398,67 +235,6 @@ class Tokenizer:
     def __repr__(self) -> str:
         return (f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, "
                 f"byte_level={self.byte_level})")
-
-
-# --------------------------------------------------------------------------- helpers
-def _training_texts(files: PathLike | Sequence[PathLike] | None,
-                    texts: Iterable[str] | None) -> Iterator[str]:
-    """The contents of `files`, then `texts`: the one way every trainer takes its input."""
-    if files is None and texts is None:
-        raise UserError("nothing to train the tokenizer on; pass files (paths, a folder or a "
-                        "standard corpus name) or texts (strings)")
-    if files is not None:
-        for path in resolve_text_files(files):
-            yield read_text(path)
-    if texts is not None:
-        if isinstance(texts, str):
-            raise UserError("texts must be a list of strings, not one string; wrap it: texts=[text]")
-        yield from texts
-
-
-def _training_lines(files: PathLike | Sequence[PathLike] | None,
-                    texts: Iterable[str] | None) -> Iterator[str]:
-    """Line-sized pieces (line ends kept), which the Rust trainers process in parallel."""
-    for text in _training_texts(files, texts):
-        yield from text.splitlines(keepends=True)
-
-
-def _metaspace_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    # Newlines are kept as their own pieces so that a long file can be encoded line block by line
-    # block with the same result as in one piece (see nanoformer.data.lm).
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
-        pre_tokenizers.Metaspace(prepend_scheme="never"),
-    ])
-
-
-def _check_vocab_size(vocab_size: int, floor: int, where: str) -> None:
-    if not isinstance(vocab_size, int) or vocab_size < floor:
-        raise UserError(f"{where}: vocab_size={vocab_size!r} is too small; it counts the "
-                        f"{len(SPECIAL_TOKENS)} special tokens and the base symbols, so use at "
-                        f"least {floor} (a few thousand suits a few MB of text)")
-
-
-def _renumber_wordpiece(hf: HFTokenizer, n_specials: int) -> HFTokenizer:
-    """Give a trained WordPiece vocabulary the same ids on every run.
-
-    The trainer numbers pieces in hash-map order, which changes from run to run, so the same
-    text gave differently numbered (and differently initialised) models. WordPiece encodes by
-    longest match, whatever the numbering: specials keep their ids, then come the letters, the
-    "##" letters and the longer pieces, each group sorted.
-    """
-    spec = json.loads(hf.to_str())
-    vocab: dict[str, int] = spec["model"]["vocab"]
-    by_id = sorted(vocab, key=vocab.__getitem__)
-    specials, rest = by_id[:n_specials], by_id[n_specials:]
-
-    def order(token: str) -> tuple:
-        base = token[2:] if token.startswith("##") else token
-        return (len(base) > 1, token.startswith("##"), token)
-
-    ordered = sorted(rest, key=order)
-    spec["model"]["vocab"] = {token: i for i, token in enumerate(specials + ordered)}
-    return HFTokenizer.from_str(json.dumps(spec))
 
 
 def _infer_kind(spec: dict) -> str:

@@ -8,18 +8,11 @@ import pytest
 import torch
 
 from nanoformer.data.classification import encode_example, label_set, read_examples
-from nanoformer.data.mlm import (
-    MLMBatches,
-    MLMDataConfig,
-    Masker,
-    assemble,
-    build_sequences,
-    encode_masked_text,
-    pack_units,
-    read_units,
-    sequences_from_config,
-    split_sentences,
-)
+from nanoformer.data.fill_mask import encode_masked_text
+from nanoformer.data.masking import Masker
+from nanoformer.data.mlm import MLMBatches, MLMDataConfig, assemble, build_sequences, sequences_from_config
+from nanoformer.data.sequence_packing import pack_units
+from nanoformer.data.units import read_units, split_sentences
 from nanoformer.errors import UserError
 from nanoformer.tokenizer import Tokenizer
 

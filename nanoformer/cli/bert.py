@@ -19,7 +19,6 @@ from nanoformer.cli.common import DEVICES, load_checkpoint, require_arch
 from nanoformer.cli.general import add_run_arguments
 from nanoformer.errors import UserError
 
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -202,7 +201,10 @@ def evaluate_mlm(args: argparse.Namespace, model, tokenizer) -> None:
 
     import numpy as np
 
-    from nanoformer.data.mlm import MLMBatches, MLMDataConfig, Masker, build_sequences, pack_units, read_units
+    from nanoformer.data.masking import Masker
+    from nanoformer.data.mlm import MLMBatches, MLMDataConfig, build_sequences
+    from nanoformer.data.sequence_packing import pack_units
+    from nanoformer.data.units import read_units
     from nanoformer.data.text import resolve_text_files
     from nanoformer.evaluation.mlm import evaluate_mlm as run_evaluation
     from nanoformer.training.checkpoint import read_config

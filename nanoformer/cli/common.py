@@ -16,7 +16,7 @@ def load_checkpoint(path: str, device: str = "cpu"):
 
 
 def resolve_device(name: str) -> str:
-    from nanoformer.training.trainer import select_device
+    from nanoformer.training.device import select_device
 
     return str(select_device(name))
 

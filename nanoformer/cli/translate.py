@@ -102,7 +102,11 @@ def evaluate_translation(args: argparse.Namespace, model, tokenizer) -> None:
     read from the files recorded in the checkpoint's config.
     """
     from nanoformer.data.parallel import SplitFiles, read_split
-    from nanoformer.evaluation.bleu import TOKENIZE_FOR_TARGET, evaluate_translations, read_lines_for_scoring
+    from nanoformer.evaluation.bleu import (
+        TOKENIZE_FOR_TARGET,
+        evaluate_translations,
+        read_lines_for_scoring,
+    )
     from nanoformer.training.checkpoint import read_config, resolve_checkpoint
 
     folder = resolve_checkpoint(args.checkpoint)
@@ -145,7 +149,11 @@ def cmd_average(args: argparse.Namespace) -> None:
     """Average the weights of a run's last N numbered checkpoints, or of the checkpoints given."""
     from nanoformer.data.text import write_bytes_atomic
     from nanoformer.recipes.translation import SOURCE_TOKENIZER_FILE
-    from nanoformer.training.checkpoint import average_checkpoints, numbered_checkpoints, resolve_checkpoint
+    from nanoformer.training.checkpoint import (
+        average_checkpoints,
+        numbered_checkpoints,
+        resolve_checkpoint,
+    )
 
     if args.last is not None and args.last < 1:
         raise UserError(f"--last {args.last}: average at least 1 checkpoint")

@@ -31,11 +31,9 @@ run sees exactly the batches it would have seen.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
-import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,18 +42,21 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from nanoformer.data.text import PathLike, decode_text, resolve_text_files, sha256_file, write_bytes_atomic
+from nanoformer.data.masking import Masker
+from nanoformer.data.sequence_packing import PackedSequences, pack_units
+from nanoformer.data.text import (
+    PathLike,
+    resolve_text_files,
+    sha256_file,
+    write_bytes_atomic,
+)
+from nanoformer.data.units import read_units
 from nanoformer.errors import UserError
-from nanoformer.layers.losses import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from nanoformer.tokenizer import Tokenizer
 
-CACHE_FORMAT = 1
-TEXT_COLUMNS = ("sentence", "text", "document", "review", "content")
-MASK_TEXT = "[MASK]"
-
-
+CACHE_FORMAT = 1  # of the packed-sequence cache; bump when its layout changes
 @dataclass
 class MLMDataConfig:
     """Text for masked-language-model pre-training (`[data] kind = "mlm"`)."""
@@ -113,156 +114,7 @@ class MLMDataConfig:
         return self.path if self.path is not None else self.name
 
 
-# --------------------------------------------------------------------------- reading text units
-
-_SENTENCE_END = re.compile(r"(?<=[.!?。？！])\s+")
-
-
-def split_sentences(paragraph: str) -> list[str]:
-    """Sentences of a paragraph, cut after ., !, ? (and their full-width forms) followed by space."""
-    return [s for s in (part.strip() for part in _SENTENCE_END.split(paragraph)) if s]
-
-
-def read_units(path: PathLike, text_column: str | None = None, label_first: bool = False) -> list[str]:
-    """The text units of one file, in order (see the module docstring for each format)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror}); check the path") from None
-    if suffix == ".jsonl":
-        return [line for line in decode_text(data, path).splitlines() if line.strip()]
-    text = decode_text(data, path)
-    if label_first:
-        return _label_first_texts(text, path)
-    if suffix == ".json":
-        return _squad_contexts(text, path)
-    if suffix in (".tsv", ".csv"):
-        return _column_texts(text, path, "\t" if suffix == ".tsv" else ",", text_column)
-    units: list[str] = []
-    for paragraph in re.split(r"\n\s*\n", text):
-        units.extend(split_sentences(" ".join(paragraph.split())))
-    return units
-
-
-def _label_first_texts(text: str, path: Path) -> list[str]:
-    units = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=1)
-        if len(parts) < 2:
-            raise UserError(f"{path}:{number}: expected '<label> <text>', got {line.strip()[:40]!r}; "
-                            "fix the line, or list the file under [data] path if it is plain text")
-        units.append(" ".join(parts[1].split()))
-    return units
-
-
-def _squad_contexts(text: str, path: Path) -> list[str]:
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); fix the file") from None
-    try:
-        contexts = [p["context"] for article in spec["data"] for p in article["paragraphs"]]
-    except (KeyError, TypeError):
-        raise UserError(f"{path}: a .json corpus must be SQuAD-style (data[*].paragraphs[*].context, as KorQuAD); "
-                        "convert other JSON to .jsonl with a 'text' field") from None
-    units: list[str] = []
-    seen: set[str] = set()
-    for context in contexts:
-        if context in seen:  # several questions share a paragraph
-            continue
-        seen.add(context)
-        units.extend(split_sentences(" ".join(context.split())))
-    return units
-
-
-def _column_texts(text: str, path: Path, delimiter: str, column: str | None) -> list[str]:
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
-    if not rows:
-        raise UserError(f"{path}: file is empty")
-    header = rows[0]
-    wanted = [column] if column else list(TEXT_COLUMNS)
-    index = next((header.index(name) for name in wanted if name in header), None)
-    if index is None:
-        raise UserError(f"{path}:1: no text column {' or '.join(map(repr, wanted))} in the header {header}; "
-                        "set [data] text_column to the column holding the text")
-    units = []
-    for number, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise UserError(f"{path}:{number}: {len(row)} fields, but the header has {len(header)}; fix the row "
-                            "(a quote or delimiter inside the text?)")
-        if row[index].strip():
-            units.append(" ".join(row[index].split()))
-    return units
-
-
-def corpus_texts(files: Sequence[Path], text_column: str | None = None,
-                 label_first: Collection[Path] = ()) -> Iterator[str]:
-    """Every unit of every file, for training a tokenizer (`label_first`: which files hold labelled lines)."""
-    for path in files:
-        yield from read_units(path, text_column, label_first=path in label_first)
-
-
-# --------------------------------------------------------------------------- packing
-
-
-@dataclass
-class PackedSequences:
-    """Sequences without their special tokens: `tokens[starts[i]:starts[i+1]]` is sequence i,
-    segment B begins at offset `cuts[i]` of it (-1: one segment)."""
-
-    tokens: np.ndarray
-    starts: np.ndarray
-    cuts: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.starts) - 1
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.starts[-1])
-
-
-def pack_units(units: list[np.ndarray], max_length: int, pairs: bool, rng: np.random.Generator) -> PackedSequences:
-    """Greedily pack consecutive units into sequences that fit `max_length` with their specials."""
-    budget = max_length - (3 if pairs else 2)
-    pieces: list[np.ndarray] = []
-    starts, cuts = [0], []
-    group: list[np.ndarray] = []
-    used = 0
-
-    def flush() -> None:
-        nonlocal group, used
-        if not group:
-            return
-        cut = -1
-        if pairs and len(group) >= 2:
-            k = int(rng.integers(1, len(group)))
-            cut = sum(len(u) for u in group[:k])
-        pieces.extend(group)
-        starts.append(starts[-1] + used)
-        cuts.append(cut)
-        group, used = [], 0
-
-    for unit in units:
-        if len(unit) == 0:
-            continue
-        if len(unit) > budget:  # too long for one sequence: its own pieces
-            flush()
-            for i in range(0, len(unit), budget):
-                group, used = [unit[i:i + budget]], len(unit[i:i + budget])
-                flush()
-            continue
-        if used + len(unit) > budget:
-            flush()
-        group.append(unit)
-        used += len(unit)
-    flush()
-    tokens = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, dtype=np.int32)
-    return PackedSequences(tokens, np.asarray(starts, dtype=np.int64), np.asarray(cuts, dtype=np.int64))
+# --------------------------------------------------------------------------- the packed corpus, cached
 
 
 def build_sequences(
@@ -327,61 +179,6 @@ def _encode_all(tokenizer: Tokenizer, texts: list[str], chunk: int = 20000) -> l
     return out
 
 
-
-# --------------------------------------------------------------------------- masking
-
-
-class Masker:
-    """BERT's masking of a batch of token ids (see the module docstring)."""
-
-    def __init__(self, tokenizer: Tokenizer, mask_prob: float = 0.15, mask_token_prob: float = 0.8,
-                 random_token_prob: float = 0.1, whole_word_mask: bool = False) -> None:
-        self.mask_prob, self.mask_token_prob, self.random_token_prob = mask_prob, mask_token_prob, random_token_prob
-        self.whole_word_mask = whole_word_mask
-        self.mask_id = tokenizer.mask_id
-        vocab_size = tokenizer.vocab_size
-        specials = sorted(set(tokenizer.special_ids().values()))
-        self.is_special = np.zeros(vocab_size, dtype=bool)
-        self.is_special[specials] = True
-        self.random_pool = np.flatnonzero(~self.is_special)
-        if len(self.random_pool) == 0:
-            raise UserError("the tokenizer has only special tokens; train it on more text")
-        self.is_continuation = np.zeros(vocab_size, dtype=bool)
-        if whole_word_mask:
-            if tokenizer.kind != "wordpiece":
-                raise UserError(f"whole-word masking needs a WordPiece tokenizer ('##' pieces); this one is {tokenizer.kind!r}")
-            for token, index in tokenizer.hf.get_vocab(with_added_tokens=False).items():
-                self.is_continuation[index] = token.startswith("##")
-
-    def __call__(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(masked input ids, labels) for a (B, T) int array; labels are -100 where not selected."""
-        special = self.is_special[ids]
-        if self.whole_word_mask:
-            starts = ~self.is_continuation[ids] | special
-            starts[:, 0] = True
-            previous_special = np.zeros_like(special)
-            previous_special[:, 1:] = special[:, :-1]
-            starts |= previous_special  # a piece right after [CLS] / [SEP] starts a word
-            word = np.cumsum(starts.reshape(-1)) - 1
-            chosen = rng.random(int(word[-1]) + 1) < self.mask_prob
-            selected = chosen[word].reshape(ids.shape) & ~special
-        else:
-            selected = (rng.random(ids.shape) < self.mask_prob) & ~special
-        # Every row with text predicts at least one token, so no row is wasted.
-        empty = ~selected.any(axis=1) & (~special).any(axis=1)
-        for row in np.flatnonzero(empty):
-            candidates = np.flatnonzero(~special[row])
-            selected[row, candidates[int(rng.integers(len(candidates)))]] = True
-        action = rng.random(ids.shape)
-        to_mask = selected & (action < self.mask_token_prob)
-        to_random = selected & (action >= self.mask_token_prob) & (action < self.mask_token_prob + self.random_token_prob)
-        inputs = ids.copy()
-        inputs[to_mask] = self.mask_id
-        inputs[to_random] = self.random_pool[rng.integers(len(self.random_pool), size=int(to_random.sum()))]
-        labels = np.where(selected, ids, IGNORE_INDEX)
-        return inputs, labels
-
-
 # --------------------------------------------------------------------------- batches
 
 
@@ -413,7 +210,7 @@ def _rng(*key: int) -> np.random.Generator:
 
 
 class MLMBatches:
-    """The trainer's batch source for masked-LM pre-training (see `trainer.BatchSource`)."""
+    """The trainer's batch source for masked-LM pre-training (see `training.contracts.BatchSource`)."""
 
     def __init__(self, splits: dict[str, PackedSequences], tokenizer: Tokenizer, masker: Masker, batch_size: int,
                  n_eval_batches: int | None = None, seed: int = 0, token_types: bool = True) -> None:
@@ -479,60 +276,6 @@ class MLMBatches:
 
     def tokens_per_batch(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["attention_mask"].sum())
-
-
-# --------------------------------------------------------------------------- fill-mask input
-
-
-def encode_masked_text(tokenizer: Tokenizer, text: str, mask_text: str = MASK_TEXT) -> list[int]:
-    """Ids of "[CLS] text [SEP]" with every "[MASK]" in `text` turned into the mask token.
-
-    "[MASK]" is recognised whatever the tokenizer calls its mask token, and so is that token's
-    own spelling (e.g. "<mask>"). With WordPiece, text glued to the end of a mask ("[MASK]에")
-    continues the masked word, so it is encoded as continuation pieces ("##에"), as the model saw
-    it in training ("학교" "##에").
-    """
-    mask_id = tokenizer.mask_id
-    spellings = {mask_text, tokenizer.id_to_token(mask_id) or mask_text}
-    pattern = "|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True))
-    pieces = re.split(f"({pattern})", text)
-    ids: list[int] = [tokenizer.cls_id]
-    after_mask = False
-    for piece in pieces:
-        if piece in spellings:
-            ids.append(mask_id)
-            after_mask = True
-            continue
-        if piece:
-            if after_mask and tokenizer.kind == "wordpiece" and not piece[0].isspace():
-                head = re.match(r"\w+", piece)
-                continuation = _continuation_pieces(tokenizer, head.group(0)) if head else None
-                if continuation is not None:
-                    ids.extend(continuation)
-                    piece = piece[head.end():]
-            ids.extend(tokenizer.encode(piece))
-        after_mask = False
-    ids.append(tokenizer.sep_id)
-    return ids
-
-
-def _continuation_pieces(tokenizer: Tokenizer, word: str) -> list[int] | None:
-    """WordPiece's greedy longest match of `word` as the inside of a word ("##" pieces), or None."""
-    normalizer = tokenizer.hf.normalizer
-    if normalizer is not None:
-        word = normalizer.normalize_str(word)
-    vocab = tokenizer.hf.get_vocab(with_added_tokens=False)
-    out, start = [], 0
-    while start < len(word):
-        for end in range(len(word), start, -1):
-            index = vocab.get("##" + word[start:end])
-            if index is not None:
-                out.append(index)
-                start = end
-                break
-        else:
-            return None
-    return out
 
 
 def sequences_from_config(config: MLMDataConfig, base_dir: Path | None) -> list[Path]:

@@ -71,7 +71,7 @@ class Candidate:
 @torch.inference_mode()
 def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[list[Candidate]]:
     """For each [MASK] in `text`, left to right, its `top_k` most likely tokens."""
-    from nanoformer.data.mlm import MASK_TEXT, encode_masked_text
+    from nanoformer.data.fill_mask import MASK_TEXT, encode_masked_text
 
     if getattr(model, "mlm_head", None) is None:
         raise UserError("fill-mask needs a masked-LM model; this checkpoint is a classifier (it has no MLM head)")

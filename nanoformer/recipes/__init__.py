@@ -10,8 +10,7 @@ from pathlib import Path
 
 from nanoformer.errors import UserError
 from nanoformer.run_config import RunConfig
-from nanoformer.training.trainer import FitResult
-
+from nanoformer.training.contracts import FitResult
 
 # Which model family each kind of data trains.
 DATA_KIND_ARCH = {"lm": "decoder", "translation": "encoder-decoder", "mlm": "encoder", "classification": "encoder"}

@@ -22,7 +22,6 @@ sets, `train.rdrop` (R-Drop: a consistency term between two dropout passes of ea
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,9 @@ from nanoformer.recipes.mlm import encoder_config, tokenizer_from_texts
 from nanoformer.run_config import RunConfig, load_run_config
 from nanoformer.tokenizer import Tokenizer
 from nanoformer.training.checkpoint import load_model_state, read_config
-from nanoformer.training.trainer import FitResult, Trainer
+from nanoformer.training.contracts import FitResult
+from nanoformer.training.distributed import dist_info_from_env
+from nanoformer.training.trainer import Trainer
 
 Batch = dict[str, Tensor]
 
@@ -125,7 +126,7 @@ def train_classifier(run: RunConfig, run_dir: str | Path, resume: bool = False, 
     data: ClassificationDataConfig = run.data
     run_dir = Path(run_dir)
     base_dir = run.source.parent if run.source else None
-    rank = int(os.environ.get("RANK", "0"))
+    rank = dist_info_from_env().rank
     files = {"train": _resolve_file(data.train, base_dir)}
     for split in ("dev", "test"):
         if getattr(data, split):

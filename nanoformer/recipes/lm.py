@@ -6,7 +6,6 @@ random windows of `block_size` tokens → DecoderModel → cross-entropy on the 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -18,7 +17,9 @@ from nanoformer.errors import UserError
 from nanoformer.models import DecoderModel
 from nanoformer.run_config import DataConfig, RunConfig
 from nanoformer.tokenizer import Tokenizer
-from nanoformer.training.trainer import FitResult, Trainer
+from nanoformer.training.contracts import FitResult
+from nanoformer.training.distributed import dist_info_from_env
+from nanoformer.training.trainer import Trainer
 
 Batch = dict[str, Tensor]
 
@@ -72,7 +73,7 @@ def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress
     base_dir = run.source.parent if run.source else None
     files = data_files(run.data, base_dir)
     tokenizer_path = run_dir / "tokenizer.json"
-    rank = int(os.environ.get("RANK", "0"))
+    rank = dist_info_from_env().rank
     if resume and tokenizer_path.is_file():
         tokenizer = Tokenizer.load(tokenizer_path)
     else:

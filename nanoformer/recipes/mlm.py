@@ -10,29 +10,24 @@ it) continues pre-training from a checkpoint, with its tokenizer.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from nanoformer.data.mlm import (
-    MLMBatches,
-    MLMDataConfig,
-    Masker,
-    build_sequences,
-    corpus_texts,
-    label_first_files,
-    sequences_from_config,
-)
+from nanoformer.data.masking import Masker
+from nanoformer.data.mlm import MLMBatches, MLMDataConfig, build_sequences, label_first_files, sequences_from_config
+from nanoformer.data.units import corpus_texts
 from nanoformer.errors import UserError
+from nanoformer.layers.losses import IGNORE_INDEX
 from nanoformer.models import EncoderModel
 from nanoformer.run_config import RunConfig
 from nanoformer.tokenizer import Tokenizer
 from nanoformer.training.checkpoint import load_model_state
-from nanoformer.layers.losses import IGNORE_INDEX
-from nanoformer.training.trainer import FitResult, Trainer
+from nanoformer.training.contracts import FitResult
+from nanoformer.training.distributed import dist_info_from_env
+from nanoformer.training.trainer import Trainer
 
 Batch = dict[str, Tensor]
 
@@ -85,7 +80,7 @@ def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progres
     files = sequences_from_config(data, base_dir)
     labelled = label_first_files(data, base_dir)
     init_from = run.extra.get("init_from")
-    rank = int(os.environ.get("RANK", "0"))
+    rank = dist_info_from_env().rank
     tokenizer_path = run_dir / "tokenizer.json"
     if init_from:
         tokenizer = Tokenizer.load(init_from)

@@ -42,7 +42,9 @@ from nanoformer.layers.losses import IGNORE_INDEX, rdrop_consistency
 from nanoformer.models import Seq2SeqTransformer
 from nanoformer.run_config import RunConfig
 from nanoformer.tokenizer import Tokenizer
-from nanoformer.training.trainer import FitResult, Trainer
+from nanoformer.training.contracts import FitResult
+from nanoformer.training.distributed import dist_info_from_env
+from nanoformer.training.trainer import Trainer
 
 SOURCE_TOKENIZER_FILE = "source_tokenizer.json"
 
@@ -144,8 +146,8 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
     train_text = read_split(splits["train"], data.skip_empty)
     val_text = read_split(valid, data.skip_empty)
 
-    rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world = dist_info_from_env()
+    rank, world_size = world.rank, world.world_size
     target_path = run_dir / "tokenizer.json"
     if resume and target_path.is_file():
         target = Tokenizer.load(target_path)

@@ -4,6 +4,7 @@
     Trainer(model, loss_fn, batches, TrainConfig(max_steps=1000), model_config, "runs/x").fit()
 """
 
+from nanoformer.layers.losses import IGNORE_INDEX, token_cross_entropy
 from nanoformer.training.checkpoint import (
     average_checkpoints,
     load_model_state,
@@ -14,11 +15,15 @@ from nanoformer.training.checkpoint import (
     save_checkpoint,
 )
 from nanoformer.training.config import TrainConfig, parse_duration
-from nanoformer.training.distributed import DistInfo, cleanup_distributed, setup_distributed
-from nanoformer.layers.losses import IGNORE_INDEX, token_cross_entropy
+from nanoformer.training.contracts import BatchSource, FitResult
+from nanoformer.training.distributed import (
+    DistInfo,
+    cleanup_distributed,
+    setup_distributed,
+)
 from nanoformer.training.optim import build_optimizer, param_groups
 from nanoformer.training.schedules import lr_at, set_lr
-from nanoformer.training.trainer import BatchSource, FitResult, Trainer
+from nanoformer.training.trainer import Trainer
 
 __all__ = [
     "BatchSource",

@@ -79,12 +79,12 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     Every intermediate state keeps one complete checkpoint:
       crash while writing       -> `path` is untouched (the partial `.tmp` is discarded later);
       crash between the renames -> `path` is missing but the old one is whole in `.NAME.old/`,
-                                   which `_recover` (run by every reader and writer) renames back;
+                                   which `recover_interrupted_write` (run by every reader and writer) renames back;
       crash after the renames   -> `path` is the new checkpoint; `.NAME.old/` is stale and removed.
     """
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
-    _recover(path)
+    recover_interrupted_write(path)
     tmp, old = _tmp_path(path), _old_path(path)
     for stale in (tmp, old):
         if stale.exists():
@@ -105,7 +105,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _recover(path: Path) -> None:
+def recover_interrupted_write(path: Path) -> None:
     """Finish an interrupted swap: if `path` vanished between the renames, restore the old one."""
     old = _old_path(path)
     if not path.exists() and old.is_dir():
@@ -151,7 +151,7 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     """
     path = Path(path)
     if not path.exists():
-        _recover(path)
+        recover_interrupted_write(path)
     if not path.exists():
         raise UserError(f"checkpoint {str(path)!r} does not exist; pass a run folder or a checkpoint folder")
     if _is_checkpoint(path):
@@ -159,7 +159,7 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     order = ["best", "last"] if prefer == "best" else ["last", "best"]
     for name in order:
         candidate = path / "checkpoints" / name
-        _recover(candidate)
+        recover_interrupted_write(candidate)
         if _is_checkpoint(candidate):
             return candidate
     raise UserError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -68,6 +69,33 @@ def setup_distributed(device_type: str | None = None) -> DistInfo:
         torch.cuda.set_device(info.local_rank)
     dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return info
+
+
+def agree_across_ranks(info: DistInfo, device: torch.device, loss: torch.Tensor, tokens: int, interrupt: bool,
+                       elapsed: float) -> tuple[Any, int, bool, float]:
+    """Under DDP, average the loss and the elapsed time, sum the tokens, and let any rank's
+    interrupt stop all ranks.
+
+    Ranks must stop at the same step (and share one learning rate) or they would diverge, or
+    wait for ever in the next all-reduce. Single-process training keeps the loss on the
+    device, avoiding a sync every step.
+    """
+    if not info.enabled:
+        return loss, tokens, interrupt, elapsed
+    t = torch.tensor([0.0, tokens, interrupt, elapsed], dtype=torch.float64, device=device)
+    t[0] = loss
+    dist.all_reduce(t)
+    total, tokens_f, n_interrupt, elapsed_sum = t.tolist()
+    return total / info.world_size, int(tokens_f), n_interrupt > 0, elapsed_sum / info.world_size
+
+
+def gather_rank_states(info: DistInfo, mine: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each rank's RNG and data position (they differ between ranks), collected on every rank."""
+    if not info.enabled:
+        return [mine]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, mine)  # pickles in memory between our own processes only
+    return states
 
 
 def cleanup_distributed() -> None:

@@ -118,3 +118,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"].fill_(value)
         else:
             group["lr"] = value
+
+
+def budget_spent(step: int, elapsed_s: float, config: TrainConfig, pause_after_s: float | None = None,
+                 steps_first: bool = False) -> str | None:
+    """Which budget ends the run now: "max_time", "max_steps" or "pause" (`Trainer.fit(pause_after_s=)`), or None.
+
+    After a step the clock is asked first; before the first step of a resumed run, the step count.
+    """
+    over_time = config.max_time_s is not None and elapsed_s >= config.max_time_s
+    if step >= config.max_steps and (steps_first or not over_time):
+        return "max_steps"
+    if over_time:
+        return "max_time"
+    if pause_after_s is not None and elapsed_s >= pause_after_s:
+        return "pause"
+    return None
