@@ -4,7 +4,8 @@
     model, tok = nf.load("runs/my-model")
 """
 
-from nanoformer.api import from_hf, load, to_hf
+from nanoformer.api import load
+from nanoformer.interop import from_hf, to_hf
 from nanoformer.config import PRESETS, ModelConfig
 from nanoformer.models import DecoderModel, EncoderModel, Seq2SeqTransformer, build_model
 

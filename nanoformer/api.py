@@ -1,4 +1,4 @@
-"""The Python entry points of DESIGN.md: `load`, `from_hf`, `to_hf`.
+"""`nanoformer.load`: any checkpoint folder back as a ready model and its tokenizer.
 
 `load` rebuilds any family from a checkpoint folder (config.json + model.safetensors +
 tokenizer.json). Nothing is unpickled, so loading a checkpoint from elsewhere runs no code.
@@ -36,22 +36,4 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
     return model.to(device).eval(), tokenizer
 
 
-def from_hf(hf_model: nn.Module, **overrides) -> nn.Module:
-    """Our model with the weights of a Hugging Face GPT-2, BERT (incl. sequence classification) or Marian model.
-
-    overrides: config fields that do not change the weights, e.g. attention_impl="math".
-    """
-    from nanoformer.interop import from_hf as convert
-
-    return convert(hf_model, **overrides)
-
-
-def to_hf(model: nn.Module) -> nn.Module:
-    """A Hugging Face model (GPT2LMHeadModel, BertForMaskedLM or BertForSequenceClassification,
-    MarianMTModel) with our weights."""
-    from nanoformer.interop import to_hf as convert
-
-    return convert(model)
-
-
-__all__ = ["load", "load_config", "from_hf", "to_hf", "resolve_checkpoint"]
+__all__ = ["load", "load_config", "resolve_checkpoint"]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from nanoformer.config import ModelConfig
 from nanoformer.generation import beam as beam_module
 from nanoformer.generation.beam import GenerationOutput, beam_search, best_continuations
-from nanoformer.generation.seq2seq import greedy_decode
+from nanoformer.generation.greedy import greedy_decode
 from nanoformer.models import Seq2SeqTransformer
 
 VOCAB, PAD, EOS = 50, 49, 0

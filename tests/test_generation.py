@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nanoformer.config import ModelConfig
-from nanoformer.generation.decoder import generate, left_pad
+from nanoformer.generation.sampling import generate, left_pad
 from nanoformer.generation.sampling import apply_repetition_penalty, choose_next, filter_top_k, filter_top_p
-from nanoformer.generation.seq2seq import greedy_decode
+from nanoformer.generation.greedy import greedy_decode
 from nanoformer.models import DecoderModel, Seq2SeqTransformer
 
 POSITIONALS = ["learned", "sinusoidal", "rope", "alibi"]

@@ -15,8 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from nanoformer.cli.common import DEVICES, load_checkpoint, require_arch
-from nanoformer.cli.general import add_run_arguments
+from nanoformer.cli.common import DEVICES, add_run_arguments, load_checkpoint, require_arch, run_training, train_overrides
 from nanoformer.errors import UserError
 
 # --------------------------------------------------------------------------- helpers
@@ -110,7 +109,6 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from nanoformer.cli.general import run_training, train_overrides
     from nanoformer.recipes.classification import load_finetune_config
 
     run_training(load_finetune_config(args.config, train_overrides(args), init_from=args.init_from), args)
@@ -281,44 +279,42 @@ def _evaluate_classifier(args: argparse.Namespace, model, tokenizer) -> None:
 # --------------------------------------------------------------------------- registration
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    fill = commands.add_parser("fill-mask", help="predict the words hidden by [MASK] with a BERT-style model")
-    fill.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
-    fill.add_argument("text", help='text with one or more [MASK], e.g. "나는 [MASK]에 갔다"')
-    fill.add_argument("--top-k", type=int, default=5, help="candidates per mask")
-    fill.add_argument("--json", action="store_true", help="one JSON line per mask")
-    fill.add_argument("--device", default="cpu", choices=DEVICES)
-    fill.set_defaults(handler=cmd_fill_mask)
+def args_fill_mask(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    parser.add_argument("text", help='text with one or more [MASK], e.g. "나는 [MASK]에 갔다"')
+    parser.add_argument("--top-k", type=int, default=5, help="candidates per mask")
+    parser.add_argument("--json", action="store_true", help="one JSON line per mask")
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
 
-    fine = commands.add_parser("finetune", help="fine-tune an encoder as a classifier from a TOML config")
-    fine.add_argument("config", help="a TOML file with [model] (init_from = a pre-trained run), [data] and [train]")
-    fine.add_argument("--init-from", help="the pre-trained run or checkpoint folder (overrides [model] init_from)")
-    add_run_arguments(fine)
-    fine.set_defaults(handler=cmd_finetune)
 
-    cls = commands.add_parser("classify", help="classify sentences (or sentence pairs) with a fine-tuned encoder")
-    cls.add_argument("checkpoint", help="a fine-tuned run folder or checkpoint folder")
-    cls.add_argument("text", nargs="*", help="the sentence(s) to classify")
-    cls.add_argument("--pair", help="the second sentence of a pair task (with one text)")
-    cls.add_argument("--input", help="a file: one sentence a line, or a .tsv/.csv with the run's text columns")
-    cls.add_argument("--format", choices=["lines", "tsv", "csv", "label_first"],
+def args_finetune(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a TOML file with [model] (init_from = a pre-trained run), [data] and [train]")
+    parser.add_argument("--init-from", help="the pre-trained run or checkpoint folder (overrides [model] init_from)")
+    add_run_arguments(parser)
+
+
+def args_classify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a fine-tuned run folder or checkpoint folder")
+    parser.add_argument("text", nargs="*", help="the sentence(s) to classify")
+    parser.add_argument("--pair", help="the second sentence of a pair task (with one text)")
+    parser.add_argument("--input", help="a file: one sentence a line, or a .tsv/.csv with the run's text columns")
+    parser.add_argument("--format", choices=["lines", "tsv", "csv", "label_first"],
                      help="--input format (default: .tsv/.csv by suffix, else one text a line); label_first drops the labels")
-    cls.add_argument("--text-column", help="--input .tsv/.csv: the text column (default: the run's)")
-    cls.add_argument("--pair-column", help="--input .tsv/.csv: the second sentence's column")
-    cls.add_argument("--truncate", action="store_true", help="cut texts longer than the model's positions instead of refusing")
-    cls.add_argument("--batch-size", type=int, default=32)
-    cls.add_argument("--json", action="store_true", help="JSON lines with every class's probability")
-    cls.add_argument("--device", default="cpu", choices=DEVICES)
-    cls.set_defaults(handler=cmd_classify)
+    parser.add_argument("--text-column", help="--input .tsv/.csv: the text column (default: the run's)")
+    parser.add_argument("--pair-column", help="--input .tsv/.csv: the second sentence's column")
+    parser.add_argument("--truncate", action="store_true", help="cut texts longer than the model's positions instead of refusing")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json", action="store_true", help="JSON lines with every class's probability")
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
 
-    emb = commands.add_parser("embed", help="sentence embeddings: the mean of an encoder's token states")
-    emb.add_argument("checkpoint", help="a run folder or checkpoint folder of an encoder")
-    emb.add_argument("text", nargs="*", help="sentence(s) to embed (or use --input)")
-    emb.add_argument("--input", help="a file with one sentence a line (or a .tsv/.csv with a text column)")
-    emb.add_argument("--text-column", help="--input .tsv/.csv: the text column")
-    emb.add_argument("--output", help="write here: *.npy (a float32 matrix) or JSON lines (default: stdout)")
-    emb.add_argument("--no-normalize", action="store_true", help="keep the raw mean instead of unit length")
-    emb.add_argument("--truncate", action="store_true", help="cut texts longer than the model's positions instead of refusing")
-    emb.add_argument("--batch-size", type=int, default=32)
-    emb.add_argument("--device", default="cpu", choices=DEVICES)
-    emb.set_defaults(handler=cmd_embed)
+
+def args_embed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run folder or checkpoint folder of an encoder")
+    parser.add_argument("text", nargs="*", help="sentence(s) to embed (or use --input)")
+    parser.add_argument("--input", help="a file with one sentence a line (or a .tsv/.csv with a text column)")
+    parser.add_argument("--text-column", help="--input .tsv/.csv: the text column")
+    parser.add_argument("--output", help="write here: *.npy (a float32 matrix) or JSON lines (default: stdout)")
+    parser.add_argument("--no-normalize", action="store_true", help="keep the raw mean instead of unit length")
+    parser.add_argument("--truncate", action="store_true", help="cut texts longer than the model's positions instead of refusing")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu", choices=DEVICES)

@@ -1,6 +1,10 @@
-"""Helpers shared by the command modules."""
+"""Helpers shared by the command modules: loading a checkpoint, and running a training config."""
 
 from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
 
 from nanoformer.errors import UserError
 
@@ -27,3 +31,36 @@ def require_arch(model, arch: str, command: str, path: str) -> None:
 
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that runs `run_training` (train, finetune)."""
+    parser.add_argument("--out", help="run folder (default: runs/CONFIG_NAME)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--device", choices=DEVICES, help="shorthand for --set train.device=...")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """The --set overrides, with --device as one more."""
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"train.device={json.dumps(args.device)}")
+    return overrides
+
+
+def run_training(run, args: argparse.Namespace) -> None:
+    """Train `run` into --out (default runs/CONFIG_NAME) and say how it ended; Ctrl-C exits 130."""
+    from nanoformer.recipes import train
+
+    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    result = train(run, run_dir, resume=args.resume, progress=not args.quiet)
+    best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
+    if run.train.best_metric == "val_loss":
+        best = f"best val loss {best}"
+    else:
+        best = f"checkpoints/best chosen by val {run.train.best_metric} (its val loss {best})"
+    print(f"stopped by {result.stopped_by} at step {result.step}; {best}; run folder {run_dir}")
+    if result.stopped_by == "interrupt":
+        raise KeyboardInterrupt

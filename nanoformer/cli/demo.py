@@ -10,6 +10,7 @@ before it runs, so the demo doubles as a tour of the command line.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import shlex
 import time
 from pathlib import Path
@@ -17,26 +18,26 @@ from pathlib import Path
 from nanoformer.errors import UserError
 
 NOTE_SENTENCE = "나는 학교에 간다"
+Cli = Callable[[list[str]], int]  # nanoformer.cli.main, handed over by the parser (which imports this module)
 
 
-def _run(argv: list[str]) -> None:
-    from nanoformer.cli import main
-
+def _run(cli: Cli, argv: list[str]) -> None:
     print(f"\n$ nanoformer {shlex.join(argv)}", flush=True)
-    code = main(argv)
+    code = cli(argv)
     if code != 0:
         raise UserError(f"demo step `nanoformer {argv[0]}` failed (exit code {code}); see the message above")
 
 
-def _train(config: Path, out: Path, minutes: float, warmup_steps: int | None = None) -> None:
+def _train(cli: Cli, config: Path, out: Path, minutes: float, warmup_steps: int | None = None) -> None:
     """Train a repository config for a few minutes; a shorter warm-up suits the short budget."""
     overrides = ["--set", f'train.max_time="{minutes}m"']
     if warmup_steps is not None:
         overrides += ["--set", f"train.warmup_steps={warmup_steps}"]
-    _run(["train", str(config), "--out", str(out), *overrides])
+    _run(cli, ["train", str(config), "--out", str(out), *overrides])
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    cli: Cli = args.cli  # each step runs as `nanoformer ...` would, through the command line's own entry point
     configs = Path(args.configs)
     for name in ("shakespeare_char.toml", "ko_en.toml", "bert_mlm_ko.toml"):
         if not (configs / name).is_file():
@@ -46,29 +47,29 @@ def cmd_demo(args: argparse.Namespace) -> None:
     start = time.perf_counter()
 
     print(f"== 1/4 GPT (decoder only, next-token prediction): Tiny Shakespeare, {args.gpt_minutes} minutes")
-    _train(configs / "shakespeare_char.toml", gpt, args.gpt_minutes)
-    _run(["generate", str(gpt), "--prompt", "ROMEO:", "--max-new-tokens", "200", "--top-k", "40", "--seed", "0"])
+    _train(cli, configs / "shakespeare_char.toml", gpt, args.gpt_minutes)
+    _run(cli, ["generate", str(gpt), "--prompt", "ROMEO:", "--max-new-tokens", "200", "--top-k", "40", "--seed", "0"])
 
     print(f"\n== 2/4 Translation (encoder-decoder with cross-attention): Korean→English, {args.translation_minutes} minutes")
     print("   The corpus is small (about 7k sentence pairs), so expect rough translations.")
-    _train(configs / "ko_en.toml", translation, args.translation_minutes, warmup_steps=100)
+    _train(cli, configs / "ko_en.toml", translation, args.translation_minutes, warmup_steps=100)
     for sentence in (NOTE_SENTENCE, "나는 책을 읽는다"):
-        _run(["translate", str(translation), sentence, "--beam-size", "4", "--max-len-a", "2", "--max-len-b", "5"])
+        _run(cli, ["translate", str(translation), sentence, "--beam-size", "4", "--max-len-a", "2", "--max-len-b", "5"])
 
     print(f"\n== 3/4 BERT (encoder only, masked-language modelling): Korean text, {args.bert_minutes} minutes")
-    _train(configs / "bert_mlm_ko.toml", bert, args.bert_minutes, warmup_steps=50)
-    _run(["fill-mask", str(bert), "나는 [MASK]에 갔다", "--top-k", "5"])
+    _train(cli, configs / "bert_mlm_ko.toml", bert, args.bert_minutes, warmup_steps=50)
+    _run(cli, ["fill-mask", str(bert), "나는 [MASK]에 갔다", "--top-k", "5"])
 
     print("\n== 4/4 Look inside: attention weights and positional encodings")
-    _run(["attention", str(translation), "--text", NOTE_SENTENCE, "--out", str(pictures / "translation-attention")])
-    _run(["attention", str(bert), "--text", "나는 [MASK]에 갔다", "--out", str(pictures / "bert-attention")])
-    _run(["attention", str(gpt), "--text", "ROMEO: But soft", "--out", str(pictures / "gpt-attention")])
-    _run(["plot-positions", "--kind", "sinusoidal", "--d-model", "128", "--length", "100",
+    _run(cli, ["attention", str(translation), "--text", NOTE_SENTENCE, "--out", str(pictures / "translation-attention")])
+    _run(cli, ["attention", str(bert), "--text", "나는 [MASK]에 갔다", "--out", str(pictures / "bert-attention")])
+    _run(cli, ["attention", str(gpt), "--text", "ROMEO: But soft", "--out", str(pictures / "gpt-attention")])
+    _run(cli, ["plot-positions", "--kind", "sinusoidal", "--d-model", "128", "--length", "100",
           "--out", str(pictures / "positions-sinusoidal.png")])
-    _run(["plot-positions", "--kind", "rope", "--d-model", "64", "--length", "100",
+    _run(cli, ["plot-positions", "--kind", "rope", "--d-model", "64", "--length", "100",
           "--out", str(pictures / "positions-rope.png")])
     for run_dir in (gpt, translation, bert):
-        _run(["plot-metrics", str(run_dir), "--out", str(pictures / f"metrics-{run_dir.name}.png")])
+        _run(cli, ["plot-metrics", str(run_dir), "--out", str(pictures / f"metrics-{run_dir.name}.png")])
 
     minutes = (time.perf_counter() - start) / 60
     print(f"\nDone in {minutes:.1f} minutes. Everything is under {root}:")
@@ -80,11 +81,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print("  next:         docs/tour.md maps each idea of the note to the code that implements it")
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    demo = commands.add_parser("demo", help="the study note end to end: train GPT, translation and BERT briefly, then look inside")
-    demo.add_argument("--configs", default="configs", help="folder of the repository's configs")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--gpt-minutes", type=float, default=3.0)
-    demo.add_argument("--translation-minutes", type=float, default=5.0)
-    demo.add_argument("--bert-minutes", type=float, default=4.0)
-    demo.set_defaults(handler=cmd_demo)
+def args_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--configs", default="configs", help="folder of the repository's configs")
+    parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--gpt-minutes", type=float, default=3.0)
+    parser.add_argument("--translation-minutes", type=float, default=5.0)
+    parser.add_argument("--bert-minutes", type=float, default=4.0)

@@ -73,18 +73,16 @@ def evaluate_lm(args: argparse.Namespace, model, tokenizer) -> None:
 
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    gen = commands.add_parser("generate", help="continue a prompt with a GPT-style model, streaming to stdout")
-    gen.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
-    gen.add_argument("--prompt", default="", help="text to continue (empty: start from scratch)")
-    gen.add_argument("--max-new-tokens", type=int, default=200)
-    gen.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--repetition-penalty", type=float, default=1.0)
-    gen.add_argument("--stop", action="append", help="stop when this string appears (repeatable)")
-    gen.add_argument("--num-samples", type=int, default=1)
-    gen.add_argument("--seed", type=int, default=1337)
-    gen.add_argument("--device", default="cpu", choices=DEVICES)
-    gen.set_defaults(handler=cmd_generate)
+def args_generate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    parser.add_argument("--prompt", default="", help="text to continue (empty: start from scratch)")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--stop", action="append", help="stop when this string appears (repeatable)")
+    parser.add_argument("--num-samples", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--device", default="cpu", choices=DEVICES)

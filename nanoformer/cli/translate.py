@@ -174,25 +174,23 @@ def cmd_average(args: argparse.Namespace) -> None:
     print(f"wrote {out}: the mean of {len(paths)} checkpoint(s) ({names})")
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    tr = commands.add_parser("translate", help="translate sentences with an encoder-decoder checkpoint")
-    tr.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
-    tr.add_argument("text", nargs="*", help="sentences to translate (default: read --input, or stdin)")
-    tr.add_argument("--input", "-i", help="a text file, one sentence a line ('-' = stdin)")
-    tr.add_argument("--output", "-o", help="write the translations here (atomically) instead of stdout")
-    tr.add_argument("--beam-size", type=int, default=4, help="beam size (1 = greedy)")
-    tr.add_argument("--length-penalty", type=float, default=1.0, help="length penalty alpha of beam search")
-    tr.add_argument("--max-len-a", type=float, default=1.5, help="generate at most a x source length + b tokens")
-    tr.add_argument("--max-len-b", type=int, default=10)
-    tr.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
-    tr.add_argument("--no-truncate", action="store_true", help="refuse sources longer than the model's positions")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    tr.add_argument("--device", default="cpu", choices=DEVICES)
-    tr.set_defaults(handler=cmd_translate)
+def args_translate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    parser.add_argument("text", nargs="*", help="sentences to translate (default: read --input, or stdin)")
+    parser.add_argument("--input", "-i", help="a text file, one sentence a line ('-' = stdin)")
+    parser.add_argument("--output", "-o", help="write the translations here (atomically) instead of stdout")
+    parser.add_argument("--beam-size", type=int, default=4, help="beam size (1 = greedy)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, help="length penalty alpha of beam search")
+    parser.add_argument("--max-len-a", type=float, default=1.5, help="generate at most a x source length + b tokens")
+    parser.add_argument("--max-len-b", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
+    parser.add_argument("--no-truncate", action="store_true", help="refuse sources longer than the model's positions")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
 
-    av = commands.add_parser("average", help="average the weights of a run's last N checkpoints (or of those given)")
-    av.add_argument("checkpoints", nargs="+", metavar="RUN_DIR|CKPT",
+
+def args_average(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoints", nargs="+", metavar="RUN_DIR|CKPT",
                     help="a run folder (its numbered checkpoints/step-*) or checkpoint folders")
-    av.add_argument("--last", type=int, default=None, help="average only the last N (default: all)")
-    av.add_argument("--out", required=True, help="the checkpoint folder to write")
-    av.set_defaults(handler=cmd_average)
+    parser.add_argument("--last", type=int, default=None, help="average only the last N (default: all)")
+    parser.add_argument("--out", required=True, help="the checkpoint folder to write")

@@ -97,34 +97,27 @@ def cmd_plot_metrics(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    att = commands.add_parser(
-        "attention",
-        help="attention maps of any model: PNG heatmaps, an offline HTML viewer and the raw weights",
-        description="Gather every layer's and head's attention weights through the explicit attention path and "
-        "write attention.html (head and model views), PNG heatmaps and attention.safetensors + attention.json.",
-    )
-    att.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
-    att.add_argument("--text", required=True, help="the text to read (the source sentence for translation)")
-    att.add_argument("--target", default=None,
+def args_attention(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    parser.add_argument("--text", required=True, help="the text to read (the source sentence for translation)")
+    parser.add_argument("--target", default=None,
                      help="translation only: the target sentence (default: the model's own greedy translation)")
-    att.add_argument("--out", required=True, help="output folder (created if missing)")
-    att.add_argument("--max-new-tokens", type=int, default=32, help="length limit of the greedy translation")
-    att.add_argument("--layer", type=int, default=None, help="single maps for this layer only (1-based)")
-    att.add_argument("--head", type=int, default=None,
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="length limit of the greedy translation")
+    parser.add_argument("--layer", type=int, default=None, help="single maps for this layer only (1-based)")
+    parser.add_argument("--head", type=int, default=None,
                      help="single maps for this head (1-based) instead of the mean over heads")
-    att.add_argument("--no-png", action="store_true", help="only the HTML viewer and the weights")
-    att.add_argument("--device", default="cpu", choices=DEVICES)
-    att.set_defaults(handler=cmd_attention)
+    parser.add_argument("--no-png", action="store_true", help="only the HTML viewer and the weights")
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
 
-    pos = commands.add_parser("plot-positions", help="plot the sinusoidal positional encoding or RoPE's rotations")
-    pos.add_argument("--kind", default="sinusoidal", choices=["sinusoidal", "rope"])
-    pos.add_argument("--d-model", type=int, default=128, help="dimensions (for RoPE: of one head)")
-    pos.add_argument("--length", type=int, default=100, help="number of positions")
-    pos.add_argument("--out", required=True, help="output image (.png, .svg or .pdf)")
-    pos.set_defaults(handler=cmd_plot_positions)
 
-    met = commands.add_parser("plot-metrics", help="plot loss, learning rate and throughput of a training run")
-    met.add_argument("run_dir", help="the run folder (with metrics.jsonl), or the metrics.jsonl file")
-    met.add_argument("--out", default=None, help="output image (default: RUN_DIR/metrics.png)")
-    met.set_defaults(handler=cmd_plot_metrics)
+def args_plot_positions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kind", default="sinusoidal", choices=["sinusoidal", "rope"])
+    parser.add_argument("--d-model", type=int, default=128, help="dimensions (for RoPE: of one head)")
+    parser.add_argument("--length", type=int, default=100, help="number of positions")
+    parser.add_argument("--out", required=True, help="output image (.png, .svg or .pdf)")
+
+
+def args_plot_metrics(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="the run folder (with metrics.jsonl), or the metrics.jsonl file")
+    parser.add_argument("--out", default=None, help="output image (default: RUN_DIR/metrics.png)")

@@ -43,8 +43,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nanoformer.generation.seq2seq import banned_tensor, check_special_ids, length_limits, length_penalty_fn
+from nanoformer.generation.limits import banned_tensor, check_special_ids, length_limits
 from nanoformer.generation.loop import generation_loop
+
+
+def length_penalty_fn(style: str, alpha: float):
+    """The length normaliser of a finished hypothesis of `length` generated tokens (eos included).
+
+    "hf":   length ** alpha                  (Hugging Face `generate`; alpha = 0 is the raw log-prob)
+    "gnmt": ((5 + length) / 6) ** alpha      (Wu et al. 2016, GNMT)
+    Works on ints and on tensors of lengths.
+    """
+    if style == "hf":
+        return lambda length: length**alpha
+    if style == "gnmt":
+        return lambda length: ((5 + length) / 6) ** alpha
+    raise ValueError(f"length_penalty_style must be 'hf' or 'gnmt', got {style!r}")
 
 
 @dataclass

@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from nanoformer.generation.decoder import generate, left_pad
-from nanoformer.tokenizer import Tokenizer
+from nanoformer.generation.sampling import generate, left_pad
+
+
+class Tokenizer(Protocol):
+    """What text generation needs of a tokenizer (nanoformer.tokenizer.Tokenizer has it)."""
+
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int | None
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
 
 
 def encode_prompt(tokenizer: Tokenizer, prompt: str, room: int) -> list[int]:

@@ -104,8 +104,8 @@ class DecoderModel(nn.Module):
         top_p: float | None = None,
         **options,
     ) -> Tensor:
-        """Continue input_ids (B, T) on the KV cache: (B, T + new). See `nanoformer.generation.decoder`."""
-        from nanoformer.generation.decoder import generate  # the generation floor sits above the models
+        """Continue input_ids (B, T) on the KV cache: (B, T + new). See `nanoformer.generation.sampling`."""
+        from nanoformer.generation.sampling import generate
 
         options.setdefault("eos_id", self.config.eos_id)
         options.setdefault("pad_id", self.config.pad_id)

@@ -189,8 +189,14 @@ class Seq2SeqTransformer(nn.Module):
         or of all layers ("all").
         """
         # the generation floor sits above the models
-        from nanoformer.generation.beam import GenerationOutput, beam_search, check_beam_args, cross_attention_weights
-        from nanoformer.generation.seq2seq import greedy_decode, length_penalty_fn
+        from nanoformer.generation.beam import (
+            GenerationOutput,
+            beam_search,
+            check_beam_args,
+            cross_attention_weights,
+            length_penalty_fn,
+        )
+        from nanoformer.generation.greedy import greedy_decode
 
         check_beam_args(beam_size, num_return_sequences, early_stopping, self.config.tgt_vocab_size)
         length_penalty_fn(length_penalty_style, length_penalty)  # checks the style

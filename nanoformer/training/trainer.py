@@ -35,20 +35,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from nanoformer.errors import UserError
-from nanoformer.training.checkpoint import (
-    numbered_checkpoints,
-    recover_interrupted_write,
-    save_checkpoint,
-)
+from nanoformer.training.checkpoint import numbered_checkpoints, recover_interrupted_write, save_checkpoint
 from nanoformer.training.config import TrainConfig
-from nanoformer.training.contracts import (
-    Batch,
-    BatchSource,
-    ConfigLike,
-    FitResult,
-    LossFn,
-    check_batch_source,
-)
+from nanoformer.training.contracts import Batch, BatchSource, ConfigLike, FitResult, LossFn, check_batch_source
 from nanoformer.training.device import autocast_dtype, select_device
 from nanoformer.training.distributed import (
     DistInfo,
@@ -57,19 +46,10 @@ from nanoformer.training.distributed import (
     gather_rank_states,
     setup_distributed,
 )
-from nanoformer.training.metrics import (
-    MetricsWindow,
-    append_metrics,
-    progress_text,
-    truncate_metrics,
-)
+from nanoformer.training.metrics import MetricsWindow, append_metrics, progress_text, truncate_metrics
 from nanoformer.training.optim import build_optimizer
 from nanoformer.training.resume import COUNTERS, load_resumable, resumable_state
-from nanoformer.training.rng import (
-    capture_rng_state,
-    restore_rng_state,
-    seed_everything,
-)
+from nanoformer.training.rng import capture_rng_state, restore_rng_state, seed_everything
 from nanoformer.training.schedules import budget_progress, budget_spent, lr_at, set_lr
 from nanoformer.training.signals import catch_stop_signals
 

@@ -1,0 +1,39 @@
+"""`nanoformer evaluate`: one command, dispatched on the checkpoint's architecture.
+
+    nanoformer evaluate runs/shakespeare_char                   # perplexity on the validation split
+    nanoformer evaluate runs/multi30k_de_en --src test.de --ref test.en --beam-size 4   # sacreBLEU, chrF
+    nanoformer evaluate runs/bert_mlm_ko                       # masked-token accuracy (classifiers: accuracy, F1)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from nanoformer.cli import bert, gpt, translate
+from nanoformer.cli.common import DEVICES, load_checkpoint
+
+# arch -> the family's evaluation: (args, model, tokenizer) -> None, printing its report
+EVALUATORS = {
+    "decoder": gpt.evaluate_lm,
+    "encoder-decoder": translate.evaluate_translation,
+    "encoder": bert.evaluate_mlm,
+}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device)
+    EVALUATORS[model.config.arch](args, model, tokenizer)
+
+
+def args_evaluate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    parser.add_argument("--data", help="a standard set name, file or folder (default: the run's validation split)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=None, help="evaluate at most this many tokens")
+    parser.add_argument("--cache-dir", help="where token caches go (default: the run's data folder)")
+    parser.add_argument("--src", help="translation: a source file, one sentence a line")
+    parser.add_argument("--ref", help="translation: the reference translations, line-aligned with --src")
+    parser.add_argument("--beam-size", type=int, default=4, help="translation: beam size (1 = greedy)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, help="translation: length penalty alpha")
+    parser.add_argument("--split", default=None, help="which split of the run's data to evaluate (default: validation)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
