@@ -235,8 +235,8 @@ def best_continuations(logp: Tensor, run_scores: Tensor, count: int) -> tuple[Te
     logp (n·beams, V) holds each beam's next-token log-probs and run_scores (n, beams) the beams'
     running scores. Returns (scores, index) (n, count), best first, index = beam·V + token: what
     `(logp.view(n, beams, V) + run_scores[..., None]).view(n, -1).topk(count)` gives, in a
-    fraction of its time (torch.topk reads a long row element by element: on one thread here,
-    1.2 ms for 64 beams of an 8k vocabulary, more than the rest of a step but the output layer).
+    fraction of its time (torch.topk reads a long row element by element, which cost more than the
+    rest of a beam step but the output layer; docs/benchmarks.md, "Speed vs Hugging Face Marian").
 
     Each beam's vocabulary is cut into chunks of CHUNK entries. A continuation in chunk c of beam b
     scores at most max(c) + run_score(b), so the `count` best continuations of a sentence lie in
