@@ -188,3 +188,24 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "gpt2-small" in result.stderr  # lists the presets
+
+
+def test_export_ct2_of_a_char_gpt_continues_as_generate(tmp_path, capsys):
+    """Characters as tokens, spaces and newlines included: CTranslate2's greedy continuation is ours."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    import torch
+
+    import nanoformer
+
+    run_dir = tmp_path / "run"
+    assert run_cli("train", write_config(tmp_path, steps=30, positional="rope"), "--out", run_dir, "--quiet") == 0
+    assert run_cli("export-ct2", run_dir, tmp_path / "ct2") == 0
+    model, tokenizer = nanoformer.load(run_dir)
+    vocab = [tokenizer.id_to_token(i) for i in range(model.config.vocab_size)]
+    generator = ctranslate2.Generator(str(tmp_path / "ct2"), device="cpu", intra_threads=1)
+    for prompt in ("나는 학", "The qu", "I go\n"):
+        ids = tokenizer.encode(prompt)
+        mine = model.generate(torch.tensor([ids]), max_new_tokens=12, eos_id=None)[0, len(ids):].tolist()
+        theirs = generator.generate_batch([[vocab[i] for i in ids]], max_length=12, sampling_topk=1,
+                                          include_prompt_in_result=False, end_token=[])[0].sequences[0]
+        assert theirs == [vocab[i] for i in mine]

@@ -245,3 +245,30 @@ def test_rdrop_from_half_the_budget_changes_training_from_there_on(tmp_path):
     plain, late = losses(tmp_path / "plain"), losses(tmp_path / "late")
     assert [late[s] for s in range(1, 11)] == pytest.approx([plain[s] for s in range(1, 11)], rel=1e-6)
     assert late[11] != pytest.approx(plain[11], rel=1e-3)
+
+
+def test_export_ct2_translates_as_the_checkpoint(trained, tmp_path, capsys):
+    """The trained toy translator through `nanoformer export-ct2`: CTranslate2's greedy output is ours."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    import nanoformer
+
+    out = tmp_path / "ct2"
+    code, stdout, _ = run(capsys, "export-ct2", trained, out)
+    assert code == 0 and (out / "model.bin").is_file()
+    code, _, err = run(capsys, "export-ct2", trained, out)
+    assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1
+    assert run(capsys, "export-ct2", trained, out, "--force", "--quantization", "int8")[0] == 0
+
+    model, tokenizer = nanoformer.load(trained)
+    exported = tmp_path / "ct2-fp32"
+    assert run(capsys, "export-ct2", trained, exported)[0] == 0
+    sentences = ["der hund läuft", "die katze ist klein", "ein großer hund"]
+    ids = [tokenizer.encode(s) + [model.config.eos_id] for s in sentences]
+    translator = ctranslate2.Translator(str(exported), device="cpu", intra_threads=1)
+    vocab = [tokenizer.id_to_token(i) for i in range(model.config.vocab_size)]
+    theirs = translator.translate_batch([[vocab[i] for i in row] for row in ids], beam_size=1, max_decoding_length=20)
+    for row, result in zip(ids, theirs):
+        mine = model.generate(torch.tensor([row]), max_new_tokens=20)[0, 1:].tolist()
+        mine = mine[: mine.index(model.config.eos_id)] if model.config.eos_id in mine else mine
+        assert result.hypotheses[0] == [vocab[i] for i in mine]
+    assert len({tuple(r.hypotheses[0]) for r in theirs}) == len(sentences)  # three different translations

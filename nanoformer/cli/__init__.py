@@ -36,6 +36,8 @@ COMMANDS = [
             "convert a Hugging Face GPT-2 / BERT / Marian model folder to a checkpoint"),
     Command("export-hf", general.args_export_hf, general.cmd_export_hf,
             "write a checkpoint as a Hugging Face model folder"),
+    Command("export-ct2", general.args_export_ct2, general.cmd_export_ct2,
+            "write an encoder-decoder or GPT checkpoint as a CTranslate2 model folder"),
     Command("generate", gpt.args_generate, gpt.cmd_generate,
             "continue a prompt with a GPT-style model, streaming to stdout"),
     Command("translate", translate.args_translate, translate.cmd_translate,

@@ -60,6 +60,13 @@ def cmd_export_hf(args: argparse.Namespace) -> None:
     print(f"wrote {export_hf(args.checkpoint, args.out)}")
 
 
+def cmd_export_ct2(args: argparse.Namespace) -> None:
+    from nanoformer.interop.ctranslate2 import export_ct2
+
+    quantization = None if args.quantization == "float32" else args.quantization
+    print(f"wrote {export_ct2(args.checkpoint, args.out, quantization, force=args.force)}")
+
+
 def args_info(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a preset name, a config .json/.toml, or a checkpoint / run folder")
     parser.add_argument("--depth", type=int, default=3, help="module depth of the parameter table")
@@ -78,3 +85,11 @@ def args_import_hf(parser: argparse.ArgumentParser) -> None:
 def args_export_hf(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
     parser.add_argument("out", help="the folder to write (save_pretrained layout)")
+
+
+def args_export_ct2(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    parser.add_argument("out", help="the CTranslate2 model folder to write")
+    parser.add_argument("--quantization", default="float32", choices=["float32", "int8", "int8_float32", "int16"],
+                        help="weight type of the exported model (CTranslate2's own quantization)")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
