@@ -14,6 +14,8 @@ from torch import nn
 from nanoformer.config import ModelConfig
 from nanoformer.errors import UserError
 from nanoformer.models import build_model
+from nanoformer.quantize import quantize as int8
+from nanoformer.quantize import quantized_structure
 from nanoformer.tokenizer import Tokenizer
 from nanoformer.training.checkpoint import load_model_state, read_config, resolve_checkpoint
 
@@ -27,11 +29,23 @@ def load_config(path: str | Path) -> ModelConfig:
         raise UserError(f"{path}: config.json does not describe a nanoformer model ({error})") from None
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tokenizer | None]:
-    """(model in eval mode, tokenizer or None) from a checkpoint folder or a run folder (its best)."""
+def load(path: str | Path, device: str | torch.device = "cpu",
+         quantize: str | None = None) -> tuple[nn.Module, Tokenizer | None]:
+    """(model in eval mode, tokenizer or None) from a checkpoint folder or a run folder (its best).
+
+    quantize="int8" gives the model int8 weights for inference (nanoformer/quantize.py); an int8
+    checkpoint (`nanoformer quantize`) loads as one either way.
+    """
+    if quantize not in (None, "int8"):
+        raise UserError(f"quantize = {quantize!r}: use None or 'int8'")
     folder = resolve_checkpoint(path)
-    model = build_model(load_config(folder))
+    config = load_config(folder)
+    model = build_model(config)
+    if config.quantization == "int8":
+        quantized_structure(model)
     load_model_state(folder, model)
+    if quantize == "int8":
+        int8(model)
     tokenizer = Tokenizer.load(folder / "tokenizer.json") if (folder / "tokenizer.json").is_file() else None
     return model.to(device).eval(), tokenizer
 

@@ -86,6 +86,9 @@ class ModelConfig:
     num_labels: int = 0
     labels: list[str] | None = None
     classifier_pooling: str = "cls"
+    # Inference-only weights: "int8" = linear layers (and token embeddings) stored as int8 with a
+    # scale per row (nanoformer/quantize.py). None = the float weights a model trains with.
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -128,6 +131,7 @@ class ModelConfig:
             "init": INITS,
             "attention_impl": ATTENTION_IMPLS,
             "classifier_pooling": POOLINGS,
+            "quantization": (None, "int8"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

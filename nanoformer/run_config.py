@@ -132,6 +132,9 @@ def apply_init_from(model_values: dict[str, Any], source: Path | None = None) ->
                         f"is the checkpoint's); remove them, or keep only {', '.join(INIT_FROM_OVERRIDES)}")
     saved = read_config(folder)
     base = dict(saved.get("model", saved))
+    if base.get("quantization"):
+        raise UserError(f"{where}: [model] init_from = {str(folder)!r} holds {base['quantization']} weights for "
+                        "inference only; start from the float checkpoint it was quantized from")
     return {**base, **values}, folder
 
 

@@ -21,7 +21,7 @@ FLOORS: list[list[str]] = [
     ["kernels"],  # speed machinery: the torch ops' contracts, faster
     ["layers"],  # the Transformer of the study note
     ["generation"],  # decoding algorithms over any model with decode_step
-    ["models"],  # the three families
+    ["models", "quantize"],  # the three families; their int8 form
     ["data", "tokenizer", "tokenizer_training"],  # corpora and text <-> ids
     ["training"],  # the loop, optimiser, schedules, checkpoints, DDP
     ["evaluation", "api", "summary", "run_config"],

@@ -9,11 +9,15 @@ from pathlib import Path
 from nanoformer.errors import UserError
 
 
-def load_checkpoint(path: str, device: str = "cpu"):
-    """(model, tokenizer) of a checkpoint or run folder; text commands need the tokenizer."""
+def load_checkpoint(path: str, device: str = "cpu", int8: bool = False):
+    """(model, tokenizer) of a checkpoint or run folder; text commands need the tokenizer.
+
+    int8: linear layers and token tables with int8 weights (nanoformer/quantize.py), on the CPU."""
     import nanoformer
 
-    model, tokenizer = nanoformer.load(path, device=resolve_device(device))
+    if int8 and resolve_device(device) != "cpu":
+        raise UserError(f"--int8 runs on the CPU's int8 kernels; drop --device {device} or --int8")
+    model, tokenizer = nanoformer.load(path, device=resolve_device(device), quantize="int8" if int8 else None)
     if tokenizer is None:
         raise UserError(f"{path}: the checkpoint has no tokenizer.json; text commands need one")
     return model, tokenizer
@@ -64,3 +68,8 @@ def run_training(run, args: argparse.Namespace) -> None:
     print(f"stopped by {result.stopped_by} at step {result.step}; {best}; run folder {run_dir}")
     if result.stopped_by == "interrupt":
         raise KeyboardInterrupt
+
+
+def add_int8_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--int8", action="store_true",
+                        help="int8 weights and int8 products on the CPU (faster, smaller; inference only)")

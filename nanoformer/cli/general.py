@@ -67,6 +67,27 @@ def cmd_export_ct2(args: argparse.Namespace) -> None:
     print(f"wrote {export_ct2(args.checkpoint, args.out, quantization, force=args.force)}")
 
 
+def cmd_quantize(args: argparse.Namespace) -> None:
+    import shutil
+
+    import nanoformer
+    from nanoformer.quantize import quantize
+    from nanoformer.training.checkpoint import read_config, resolve_checkpoint, save_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UserError(f"{out}: already exists; choose another folder or pass --force to replace it")
+    folder = resolve_checkpoint(args.checkpoint)
+    model, tokenizer = nanoformer.load(folder)
+    quantize(model, embeddings=not args.float_embeddings, strict=True)
+    config = {**read_config(folder), "model": model.config.to_dict()}
+    save_checkpoint(out, model, config, tokenizer)
+    for extra in ("source_tokenizer.json",):
+        if (folder / extra).is_file():
+            shutil.copyfile(folder / extra, out / extra)
+    print(f"wrote {out}: int8 weights, for inference")
+
+
 def args_info(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a preset name, a config .json/.toml, or a checkpoint / run folder")
     parser.add_argument("--depth", type=int, default=3, help="module depth of the parameter table")
@@ -92,4 +113,11 @@ def args_export_ct2(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="the CTranslate2 model folder to write")
     parser.add_argument("--quantization", default="float32", choices=["float32", "int8", "int8_float32", "int16"],
                         help="weight type of the exported model (CTranslate2's own quantization)")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
+
+def args_quantize(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    parser.add_argument("out", help="the int8 checkpoint folder to write (loads directly: nanoformer translate OUT ...)")
+    parser.add_argument("--float-embeddings", action="store_true", help="keep the token tables in float32")
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")

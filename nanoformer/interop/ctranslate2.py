@@ -26,6 +26,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from nanoformer.errors import UserError
+from nanoformer.quantize import refuse_quantized
 
 ACTIVATIONS = {"relu": "RELU", "gelu": "GELU", "gelu_tanh": "GELUTanh", "silu": "SWISH", "swiglu": "SWISH"}
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16")
@@ -218,6 +219,7 @@ def export_ct2(checkpoint: str | Path, out: str | Path, quantization: str | None
     if out.exists() and not (force and out.is_dir()):
         raise UserError(f"{out}: already exists; choose another folder or pass --force to replace it")
     model, tokenizer = load(checkpoint)
+    refuse_quantized(model.config, "export-ct2 (it quantizes itself: --quantization int8)")
     if tokenizer is None:
         raise UserError(f"{checkpoint}: the checkpoint has no tokenizer.json; CTranslate2 needs the vocabulary")
     config = model.config

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nanoformer.errors import UserError
 from nanoformer.interop import from_hf, to_hf
+from nanoformer.quantize import refuse_quantized
 from nanoformer.tokenizer import Tokenizer
 
 # model_type in a Hugging Face config.json -> the class whose weights we import.
@@ -64,6 +65,7 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     from nanoformer.api import load, resolve_checkpoint
 
     model, tokenizer = load(checkpoint)
+    refuse_quantized(model.config, "export-hf")
     out = Path(out)
     to_hf(model).save_pretrained(out)
     folder = resolve_checkpoint(checkpoint)

@@ -20,10 +20,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from nanoformer.kernels.gemm import linear
 from nanoformer.kernels.grouped_attention import group_queries, ungroup_queries
 
-Weights = tuple[Tensor, Tensor | None]  # a linear layer's (weight, bias)
+Project = Callable[[Tensor], Tensor]  # a linear layer as a function: F.linear on its weights, or its int8 product
 
 
 @dataclass
@@ -34,16 +33,16 @@ class LayerWeights:
     d_head: int
     scale: float  # 1/√d_head, as attention computes it, so results match to the bit
     self_norm: Callable[[Tensor], Tensor]
-    qkv: Weights
-    self_out: Weights
+    qkv: Project
+    self_out: Project
     ffn_norm: Callable[[Tensor], Tensor]
-    up: Weights
-    gate: Weights | None
-    down: Weights
+    up: Project
+    gate: Project | None
+    down: Project
     act: Callable[[Tensor], Tensor]
     cross_norm: Callable[[Tensor], Tensor] | None = None
-    cross_q: Weights | None = None
-    cross_out: Weights | None = None
+    cross_q: Project | None = None
+    cross_out: Project | None = None
     memory_kv: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None  # the module's own, called once
 
 
@@ -70,18 +69,18 @@ def decode_step(
 
         # Masked self-attention over the cache plus this token (the cache holds only the past).
         h = p.self_norm(x) if pre_norm else x
-        qkv = linear(h, *p.qkv).view(batch, 3, heads, 1, d_head)  # one position: (B,1,3,H,d) is (B,3,H,1,d)
+        qkv = p.qkv(h).view(batch, 3, heads, 1, d_head)  # one position: (B,1,3,H,d) is (B,3,H,1,d)
         q, k, v = qkv.unbind(1)
         if rope is not None:
             q, k = rotary(q, *rope), rotary(k, *rope)
         k, v = cache.append(k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=self_bias, scale=scale)
-        out = linear(out.view(batch, 1, heads * d_head), *p.self_out)
+        out = p.self_out(out.view(batch, 1, heads * d_head))
         x = x + out if pre_norm else p.self_norm(x + out)
 
         if p.cross_q is not None:
             h = p.cross_norm(x) if pre_norm else x
-            q = linear(h, *p.cross_q).view(batch, heads, 1, d_head)
+            q = p.cross_q(h).view(batch, heads, 1, d_head)
             k, v = cache.cross_kv(memory, p.memory_kv)
             grouped = k.shape[0] != batch  # one memory per sentence, several beams
             if grouped:
@@ -89,11 +88,11 @@ def decode_step(
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=memory_bias, scale=scale)
             if grouped:
                 out = ungroup_queries(out, batch)
-            out = linear(out.view(batch, 1, heads * d_head), *p.cross_out)
+            out = p.cross_out(out.view(batch, 1, heads * d_head))
             x = x + out if pre_norm else p.cross_norm(x + out)
 
         h = p.ffn_norm(x) if pre_norm else x
-        hidden = p.act(linear(h, *p.up)) if p.gate is None else p.act(linear(h, *p.gate)) * linear(h, *p.up)
-        out = linear(hidden, *p.down)
+        hidden = p.act(p.up(h)) if p.gate is None else p.act(p.gate(h)) * p.up(h)
+        out = p.down(hidden)
         x = x + out if pre_norm else p.ffn_norm(x + out)
     return x

@@ -13,6 +13,7 @@ slopes), computed once per forward and handed to every layer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from torch import Tensor, nn
 from nanoformer.config import ModelConfig
 from nanoformer.kernels.decode_step import LayerWeights, decode_step  # one-token steps: kernels/decode_step.py
 from nanoformer.kernels.dropout import Dropout  # nn.Dropout, fast on the CPU: kernels/dropout.py
-from nanoformer.kernels.gemm import Linear
+from nanoformer.kernels.gemm import Linear, linear
+from nanoformer.kernels.int8 import Int8Linear
 from nanoformer.kernels.packing import TokenPacking  # padding-free token-wise sublayers: kernels/packing.py
 from nanoformer.layers.attention import MultiHeadAttention
 from nanoformer.layers.cache import KVCache, LayerCache
@@ -276,7 +278,7 @@ class Decoder(_Stack):
             linears += [cross.q_proj, cross.out_proj] if cross is not None else []
             if (type(layer) is not DecoderLayer or type(ffn) is not FeedForward
                     or any(a is not None and (type(a) is not MultiHeadAttention or a.impl != "sdpa") for a in (attn, cross))
-                    or any(m is not None and type(m) is not Linear for m in linears)):
+                    or any(m is not None and type(m) not in (Linear, Int8Linear) for m in linears)):
                 return None
             found.append(LayerWeights(
                 heads=attn.n_heads, d_head=attn.d_head, scale=1.0 / math.sqrt(attn.d_head),
@@ -353,8 +355,13 @@ class Decoder(_Stack):
         return KVCache(len(self.layers), capacity)
 
 
-def _weights(layer: nn.Linear | None) -> tuple[Tensor, Tensor | None] | None:
-    return None if layer is None else (layer.weight, layer.bias)
+def _weights(layer: nn.Module | None) -> Callable[[Tensor], Tensor] | None:
+    """The layer as a plain function: `linear` on its weight and bias, or an int8 layer's own product."""
+    if layer is None:
+        return None
+    if type(layer) is Int8Linear:
+        return layer.forward
+    return functools.partial(linear, weight=layer.weight, bias=layer.bias)
 
 
 def _norm_function(norm: nn.Module) -> Callable[[Tensor], Tensor]:

@@ -102,6 +102,8 @@ class Trainer:
             if key in extra:
                 raise UserError(f"extra_config: section {key!r} is reserved for the trainer; rename it")
         model_dict = model_config.to_dict()
+        if model_dict.get("quantization"):
+            raise UserError(f"this model holds {model_dict['quantization']} weights for inference only; train the float model")
         self.d_model = model_dict.get("d_model")
         self.run_config = {"model": model_dict, "train": cfg.to_dict(), **extra}
         lr_at(1, cfg, self.d_model)  # a noam schedule without d_model fails now, not at step 1

@@ -1,0 +1,93 @@
+"""Int8 linear layers: int8 weights with one symmetric scale per output row, activations quantized on the fly.
+
+Inference only. Each weight row w is stored as round(w / s) in [-127, 127] with s = max|w| / 127
+(CTranslate2's "int8" and PyTorch's per-channel dynamic quantization use the same scheme); the
+input is quantized per call (one scale per tensor), the product runs in int8 on the GEMM torch
+ships for x86 (fbgemm, `quantized::linear_dynamic`), and the result comes back in float32. The
+state dict holds plain tensors (int8 weight, float32 scales, bias), so a quantized checkpoint is
+ordinary safetensors.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+
+def int8_available() -> bool:
+    """True where torch has the x86 int8 GEMM (fbgemm): the int8 layers need it."""
+    return "fbgemm" in torch.backends.quantized.supported_engines or "x86" in torch.backends.quantized.supported_engines
+
+
+def quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """(int8 weight, float32 scale per row): weight ≈ int8 · scale[:, None]."""
+    weight = weight.detach().float()
+    scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    return torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
+class Int8Linear(nn.Module):
+    """`nn.Linear`'s forward with an int8 weight (see the module docstring)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_features))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._packed = None  # fbgemm's prepacked weight, built on first use
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear) -> Int8Linear:
+        q = cls(layer.in_features, layer.out_features, bias=layer.bias is not None)
+        q.weight_int8, q.weight_scale = quantize_rows(layer.weight)
+        if layer.bias is not None:
+            q.bias = layer.bias.detach().float().clone()
+        return q
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._packed = None  # new weights: pack again
+
+    def packed(self):
+        if self._packed is None:
+            zeros = torch.zeros(self.out_features, dtype=torch.long)
+            with warnings.catch_warnings():  # quantized tensors are deprecated for new code; the kernels are not
+                warnings.simplefilter("ignore", UserWarning)
+                weight = torch._make_per_channel_quantized_tensor(self.weight_int8, self.weight_scale.double(), zeros, 0)
+                self._packed = torch.ops.quantized.linear_prepack(weight, self.bias)
+        return self._packed
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype != torch.float32:
+            x = x.float()
+        return torch.ops.quantized.linear_dynamic(x.contiguous(), self.packed(), False)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, int8"
+
+
+class Int8Embedding(nn.Module):
+    """`nn.Embedding`'s lookup from int8 rows with one scale per row (the token tables of a quantized model)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.register_buffer("weight_int8", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(num_embeddings))
+
+    @classmethod
+    def from_embedding(cls, table: nn.Embedding) -> Int8Embedding:
+        q = cls(table.num_embeddings, table.embedding_dim)
+        q.weight_int8, q.weight_scale = quantize_rows(table.weight)
+        return q
+
+    @property
+    def weight(self) -> Tensor:
+        """The dequantized table (what a tied output layer or an exporter reads)."""
+        return self.weight_int8.float() * self.weight_scale[:, None]
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.weight_int8[ids].float() * self.weight_scale[ids, None]
