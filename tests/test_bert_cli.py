@@ -257,3 +257,28 @@ def test_bad_inputs_end_with_one_line_and_exit_code_2(classifier_run, capsys, tm
     (tmp_path / "other.tsv").write_text("topic\tsentence\nsports\t공을 찼다\n", encoding="utf-8")
     one_line_error(capsys, run_cli("evaluate", cls, "--data", tmp_path / "other.tsv"),
                    "other.tsv:2: label 'sports' is not one of the checkpoint's classes")
+
+
+def test_export_onnx_of_the_classifier_embeds_and_classifies_as_the_checkpoint(classifier_run, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    import nanoformer
+
+    run_dir = classifier_run / "cls"
+    out = tmp_path / "onnx"
+    assert run_cli("export-onnx", run_dir, out) == 0
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "tokenizer.json", "config.json"}
+    one_line_error(capsys, run_cli("export-onnx", run_dir, out), "--force")
+    model, tokenizer = nanoformer.load(run_dir)
+    sentences = [f"{SUBJECTS[0]} {PREDICATES[0]}", f"{SUBJECTS[1]} {PREDICATES[-1]} {PREDICATES[1]}"]
+    encoded = [tokenizer.encode(s) for s in sentences]
+    width = max(map(len, encoded))
+    ids = torch.tensor([e + [model.config.pad_id] * (width - len(e)) for e in encoded])
+    mask = (torch.arange(width)[None] < torch.tensor([len(e) for e in encoded])[:, None]).long()
+    inputs = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    if "token_type_ids" in {i.name for i in session.get_inputs()}:
+        inputs["token_type_ids"] = torch.zeros_like(ids).numpy()
+    logits, _, vectors = session.run(None, inputs)
+    with torch.no_grad():
+        assert abs(torch.from_numpy(logits) - model(ids, attention_mask=mask)).max() < 1e-4
+        assert abs(torch.from_numpy(vectors) - model.embed(ids, mask)).max() < 1e-4

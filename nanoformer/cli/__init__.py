@@ -38,6 +38,8 @@ COMMANDS = [
             "write a checkpoint as a Hugging Face model folder"),
     Command("export-ct2", general.args_export_ct2, general.cmd_export_ct2,
             "write an encoder-decoder or GPT checkpoint as a CTranslate2 model folder"),
+    Command("export-onnx", general.args_export_onnx, general.cmd_export_onnx,
+            "write an encoder (BERT-style) checkpoint as an ONNX graph: logits, hidden states, embeddings"),
     Command("quantize", general.args_quantize, general.cmd_quantize,
             "write a checkpoint with int8 weights for fast CPU inference"),
     Command("generate", gpt.args_generate, gpt.cmd_generate,

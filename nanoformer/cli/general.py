@@ -67,6 +67,12 @@ def cmd_export_ct2(args: argparse.Namespace) -> None:
     print(f"wrote {export_ct2(args.checkpoint, args.out, quantization, force=args.force)}")
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from nanoformer.interop.onnx import export_onnx
+
+    print(f"wrote {export_onnx(args.checkpoint, args.out, force=args.force)}")
+
+
 def cmd_quantize(args: argparse.Namespace) -> None:
     import shutil
 
@@ -120,4 +126,10 @@ def args_quantize(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
     parser.add_argument("out", help="the int8 checkpoint folder to write (loads directly: nanoformer translate OUT ...)")
     parser.add_argument("--float-embeddings", action="store_true", help="keep the token tables in float32")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
+
+def args_export_onnx(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="an encoder (BERT-style) run or checkpoint folder")
+    parser.add_argument("out", help="the folder to write: model.onnx, tokenizer.json, config.json")
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
