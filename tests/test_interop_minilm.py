@@ -66,3 +66,23 @@ def test_sentence_embeddings_match(models_and_batch):
     # And they mean something: the two guitar sentences are the closest pair of the first three.
     similarity = mine @ mine.T
     assert similarity[0, 1] > similarity[0, 2] and similarity[0, 1] > similarity[1, 2]
+
+
+def test_int8_sentence_embeddings_stay_within_cosine_0_99(models_and_batch):
+    """int8 weights (nanoformer.quantize) on real pretrained weights: the embeddings barely move."""
+    import copy
+
+    from nanoformer.kernels.int8 import int8_available
+    from nanoformer.quantize import quantize
+
+    if not int8_available():
+        pytest.skip("this torch build has no x86 int8 kernels")
+    _, model, ids, mask = models_and_batch
+    int8 = quantize(copy.deepcopy(model))
+    with torch.no_grad():
+        exact, approx = model.embed(ids, attention_mask=mask), int8.embed(ids, attention_mask=mask)
+    cosine = (exact * approx).sum(-1)
+    print(f"int8 vs fp32 cosine: min {cosine.min().item():.5f}, mean {cosine.mean().item():.5f}")
+    assert cosine.min().item() >= 0.99 and not torch.equal(exact, approx)
+    similarity = approx @ approx.T
+    assert similarity[0, 1] > similarity[0, 2] and similarity[0, 1] > similarity[1, 2]

@@ -2,8 +2,8 @@
 
 Inference only. Each weight row w is stored as round(w / s) in [-127, 127] with s = max|w| / 127
 (CTranslate2's "int8" and PyTorch's per-channel dynamic quantization use the same scheme); the
-input is quantized per call (one scale per tensor), the product runs in int8 on the GEMM torch
-ships for x86 (fbgemm, `quantized::linear_dynamic`), and the result comes back in float32. The
+input is quantized per call with one scale per row (token), the product runs in int8 on the GEMM
+torch ships for x86 (fbgemm, `quantized::linear_dynamic`), and the result comes back in float32. The
 state dict holds plain tensors (int8 weight, float32 scales, bias), so a quantized checkpoint is
 ordinary safetensors.
 """
@@ -57,13 +57,17 @@ class Int8Linear(nn.Module):
             with warnings.catch_warnings():  # quantized tensors are deprecated for new code; the kernels are not
                 warnings.simplefilter("ignore", UserWarning)
                 weight = torch._make_per_channel_quantized_tensor(self.weight_int8, self.weight_scale.double(), zeros, 0)
-                self._packed = torch.ops.quantized.linear_prepack(weight, self.bias)
+                self._packed = torch.ops.quantized.linear_prepack(weight, None)
         return self._packed
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype != torch.float32:
-            x = x.float()
-        return torch.ops.quantized.linear_dynamic(x.contiguous(), self.packed(), False)
+        # One activation scale per row (token), not per tensor: the kernel quantizes its input with
+        # one scale, so each row is first divided by its own largest magnitude, and the result
+        # multiplied back. A few outlier tokens then cost precision only in their own rows.
+        x = x.float()
+        row_scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+        y = torch.ops.quantized.linear_dynamic((x / row_scale).contiguous(), self.packed(), False).mul_(row_scale)
+        return y if self.bias is None else y.add_(self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, int8"
