@@ -4,9 +4,12 @@ The checkpoint is exported with `nanoformer export-ct2` (float32 and int8), and 
 translate the same sentences in the same batches: sorted by source length as `nanoformer
 translate` sorts them, cut into batches of --batch sentences, each batch with one length limit
 (CTranslate2's `max_decoding_length`, our `max_new_tokens`: 1.5 x its longest source + 10), both
-with 2 threads (torch threads, CTranslate2 `intra_threads`). Each line gives sentences/s, sacreBLEU
+with 2 threads (torch threads, CTranslate2 `intra_threads`). Each engine runs each pass in a
+process of its own, engines alternating: in one process, torch's OpenMP runtime and the one
+CTranslate2 ships slow each other down (after a CTranslate2 call, torch's kernels ran on about one
+core in this benchmark's first form). Each line gives sentences/s, sacreBLEU
 against the references and the share of outputs identical to nanoformer fp32's, for greedy and
-beam 4. Beam search stops as CTranslate2's does (a sentence is done when it has beam_size finished
+beam 4, for nanoformer fp32 and int8 (`--int8`) and CTranslate2 float32 and int8. Beam search stops as CTranslate2's does (a sentence is done when it has beam_size finished
 hypotheses: our `early_stopping=True`) unless --early-stopping says otherwise.
 
     python benchmarks/ct2_vs_nanoformer.py runs/m30k-20min --out benchmarks/results/ct2_vs_nanoformer.jsonl
@@ -15,7 +18,10 @@ hypotheses: our `early_stopping=True`) unless --early-stopping says otherwise.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,6 +79,37 @@ def run_ct2(translator, vocab, index, sources, groups, beam: int, max_positions:
     return out, time.perf_counter() - start
 
 
+ENGINES = ("nanoformer_fp32", "nanoformer_int8", "ct2_fp32", "ct2_int8")
+
+
+def engine_pass(args: argparse.Namespace) -> None:
+    """One engine, every batch size and beam, in this process alone: outputs and seconds as JSON."""
+    torch.set_num_threads(args.threads)
+    model, tokenizer = nanoformer.load(args.checkpoint, quantize="int8" if args.engine == "nanoformer_int8" else None)
+    texts = find_data_file(args.src).read_text(encoding="utf-8").splitlines()[: args.sentences]
+    sources = encode_sources(texts, tokenizer, model.config.max_positions)
+    early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
+    if args.engine.startswith("ct2"):
+        import ctranslate2
+
+        translator = ctranslate2.Translator(str(Path(args.models) / args.engine), device="cpu",
+                                            intra_threads=args.ct2_threads or args.threads, inter_threads=1)
+        vocab = [tokenizer.id_to_token(i) for i in range(model.config.tgt_vocab_size)]
+        index = {token: i for i, token in enumerate(vocab)}
+    results = {}
+    for batch in args.batch:
+        groups = batches(sources, batch)
+        for beam in (1, 4):
+            if args.engine.startswith("nanoformer"):
+                run_ours(model, sources, groups[:2], beam, early)  # warm-up
+                outputs, seconds = run_ours(model, sources, groups, beam, early)
+            else:
+                run_ct2(translator, vocab, index, sources, groups[:2], beam, model.config.max_positions)
+                outputs, seconds = run_ct2(translator, vocab, index, sources, groups, beam, model.config.max_positions)
+            results[f"{batch}/{beam}"] = {"outputs": outputs, "seconds": seconds}
+    Path(args.result).write_text(json.dumps(results), encoding="utf-8")
+
+
 def main() -> None:
     import ctranslate2
     import sacrebleu
@@ -84,37 +121,50 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ct2-threads", type=int, default=None,
+                        help="CTranslate2's intra_threads (default: --threads); on some machines 1 runs faster than 2")
     parser.add_argument("--early-stopping", default="true", choices=["true", "false", "never"],
                         help="our beam search's stopping rule (CTranslate2 stops at beam_size finished hypotheses)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes per engine (median), engines alternating")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # internal: one engine's pass
+    parser.add_argument("--models", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
-    torch.set_num_threads(args.threads)
+    if args.engine:
+        return engine_pass(args)
     model, tokenizer = nanoformer.load(args.checkpoint)
     texts = find_data_file(args.src).read_text(encoding="utf-8").splitlines()[: args.sentences]
     refs = find_data_file(args.ref).read_text(encoding="utf-8").splitlines()[: args.sentences]
-    sources = encode_sources(texts, tokenizer, model.config.max_positions)
-    vocab = [tokenizer.id_to_token(i) for i in range(model.config.tgt_vocab_size)]
-    index = {token: i for i, token in enumerate(vocab)}
     peaks = matmul_peaks()
     with tempfile.TemporaryDirectory() as tmp:
-        engines = {}
         for quantization in ("float32", "int8"):
-            folder = Path(tmp) / quantization
-            export_ct2(args.checkpoint, folder, None if quantization == "float32" else quantization)
-            engines[quantization] = ctranslate2.Translator(str(folder), device="cpu", intra_threads=args.threads,
-                                                           inter_threads=1, compute_type=quantization)
+            name = "ct2_fp32" if quantization == "float32" else "ct2_int8"
+            export_ct2(args.checkpoint, Path(tmp) / name, None if quantization == "float32" else quantization)
+        # Each engine runs in a process of its own, in alternating order: in one process, torch's and
+        # CTranslate2's OpenMP runtimes slow each other down (docs/benchmarks.md).
+        passes: dict[str, list[dict]] = {name: [] for name in ENGINES}
+        for r in range(args.rounds):
+            for name in (ENGINES if r % 2 == 0 else tuple(reversed(ENGINES))):
+                result = Path(tmp) / f"{name}-{r}.json"
+                command = [sys.executable, __file__, args.checkpoint, "--engine", name, "--models", tmp,
+                           "--result", str(result), "--src", args.src, "--sentences", str(args.sentences),
+                           "--threads", str(args.threads), "--early-stopping", args.early_stopping,
+                           "--ct2-threads", str(args.ct2_threads or args.threads),
+                           "--batch", *map(str, args.batch)]
+                subprocess.run(command, check=True)
+                passes[name].append(json.loads(result.read_text(encoding="utf-8")))
         for batch in args.batch:
-            groups = batches(sources, batch)
             for beam in (1, 4):
-                runs = {"nanoformer_fp32": run_ours(model, sources, groups, beam, early)}
-                for quantization, translator in engines.items():
-                    name = "ct2_fp32" if quantization == "float32" else "ct2_int8"
-                    runs[name] = run_ct2(translator, vocab, index, sources, groups, beam, model.config.max_positions)
+                key = f"{batch}/{beam}"
+                runs = {name: (passes[name][0][key]["outputs"], statistics.median(p[key]["seconds"] for p in passes[name]))
+                        for name in ENGINES}
                 reference = runs["nanoformer_fp32"][0]
                 row = {"checkpoint": args.checkpoint, "sentences": len(texts), "batch": batch, "beam": beam,
+                       "rounds": args.rounds, "threads": args.threads, "ct2_threads": args.ct2_threads or args.threads,
                        "early_stopping": args.early_stopping if beam > 1 else None,
-                       "matmul_peaks_gflops": {k: round(v, 1) for k, v in peaks.items()}, "ct2_version": ctranslate2.__version__}
+                       "matmul_peaks_gflops": {k: round(v, 1) for k, v in peaks.items()}, "ct2_version": ctranslate2.__version__,
+                       "processes": "one per engine and pass"}
                 for name, (outputs, seconds) in runs.items():
                     hyps = [tokenizer.decode(o) for o in outputs]
                     row[f"{name}_sentences_per_s"] = round(len(texts) / seconds, 1)

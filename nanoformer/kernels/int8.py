@@ -64,9 +64,12 @@ class Int8Linear(nn.Module):
         # One activation scale per row (token), not per tensor: the kernel quantizes its input with
         # one scale, so each row is first divided by its own largest magnitude, and the result
         # multiplied back. A few outlier tokens then cost precision only in their own rows.
-        x = x.float()
-        row_scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
-        y = torch.ops.quantized.linear_dynamic((x / row_scale).contiguous(), self.packed(), False).mul_(row_scale)
+        x = x.float().contiguous()
+        if x.numel() == x.shape[-1]:  # one row (decoding at batch 1): the kernel's scale is the row's own
+            y = torch.ops.quantized.linear_dynamic(x, self.packed(), False)
+        else:
+            row_scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+            y = torch.ops.quantized.linear_dynamic(x / row_scale, self.packed(), False).mul_(row_scale)
         return y if self.bias is None else y.add_(self.bias)
 
     def extra_repr(self) -> str:
