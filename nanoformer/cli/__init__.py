@@ -37,7 +37,7 @@ COMMANDS = [
     Command("export-hf", general.args_export_hf, general.cmd_export_hf,
             "write a checkpoint as a Hugging Face model folder"),
     Command("export-ct2", general.args_export_ct2, general.cmd_export_ct2,
-            "write an encoder-decoder or GPT checkpoint as a CTranslate2 model folder"),
+            "write a translator, GPT or BERT-style checkpoint as a CTranslate2 model folder"),
     Command("export-onnx", general.args_export_onnx, general.cmd_export_onnx,
             "write an encoder (BERT-style) checkpoint as an ONNX graph: logits, hidden states, embeddings"),
     Command("quantize", general.args_quantize, general.cmd_quantize,

@@ -6,14 +6,16 @@ saved by CTranslate2 itself. Vocabularies are our tokenizer's tokens in id order
 string means the same id on both sides.
 
 What maps onto CTranslate2 (checked against its outputs in tests/test_interop_ctranslate2.py):
-- encoder-decoder (`TransformerSpec`) and GPT-style decoder (`TransformerDecoderModelSpec`);
+- encoder-decoder (`TransformerSpec`), GPT-style decoder (`TransformerDecoderModelSpec`) and
+  BERT-style encoder (`TransformerEncoderModelSpec`: hidden states, and BERT's pooler; the MLM and
+  classification heads stay with nanoformer);
 - post-LN and pre-LN (with its final norm), LayerNorm and RMSNorm;
 - sinusoidal (either layout) and learned positions (their table is exported), no positions,
   and RoPE (half-split pairs, CTranslate2's `rotary_interleave=False`);
 - ReLU, GELU, tanh-GELU, SiLU and SwiGLU feed-forward layers; embedding scaling; tied or separate
   output layers, with or without bias.
-Anything else is refused with a one-line error naming the option (e.g. ALiBi, whose CTranslate2
-form differs from ours, or a post-LN stack with a final norm).
+Anything else is refused with a one-line error naming the option (ALiBi, whose CTranslate2 form
+differs from ours, or a post-LN stack with a final norm).
 """
 
 from __future__ import annotations
@@ -42,9 +44,6 @@ def import_ctranslate2():
 
 def check_exportable(config: Any) -> None:
     """Refuse, in one line, what CTranslate2's Transformer cannot express."""
-    if config.arch not in ("encoder-decoder", "decoder"):
-        raise UserError(f"export-ct2: arch {config.arch!r} is not exported yet; CTranslate2 takes the "
-                        "encoder-decoder and decoder families from nanoformer")
     if config.positional == "alibi":
         raise UserError("export-ct2: [model] positional = \"alibi\" has no exact CTranslate2 form (its ALiBi "
                         "differs from ours); export a model with sinusoidal, learned, rope or no positions")
@@ -53,8 +52,8 @@ def check_exportable(config: Any) -> None:
     if config.activation not in ACTIVATIONS:
         raise UserError(f"export-ct2: [model] activation = {config.activation!r} has no CTranslate2 form; "
                         f"supported: {', '.join(ACTIVATIONS)}")
-    if getattr(config, "type_vocab_size", 0):
-        raise UserError("export-ct2: token type embeddings ([model] type_vocab_size) have no CTranslate2 decoder form")
+    if config.arch not in ("encoder-decoder", "decoder", "encoder"):
+        raise UserError(f"export-ct2: arch {config.arch!r} has no CTranslate2 form")
 
 
 def _array(t: Tensor) -> np.ndarray:
@@ -188,6 +187,32 @@ def decoder_spec(model: nn.Module, tokens: list[str]):
     return spec
 
 
+def encoder_spec(model: nn.Module, tokens: list[str]):
+    """A CTranslate2 `TransformerEncoderModelSpec` holding a BERT-style encoder: CTranslate2's `Encoder`
+    returns its last hidden states (and, for a classifier with BERT's pooler, the pooled [CLS] state)."""
+    ct2 = import_ctranslate2()
+    specs = ct2.specs
+    config = model.config
+    check_exportable(config)
+    types = config.type_vocab_size > 0
+    encoder = specs.TransformerEncoderSpec(
+        config.n_layers, config.n_heads, **_stack_options(config, specs), **_rotary(config),
+        num_source_embeddings=2 if types else 1, embeddings_merge=specs.common_spec.EmbeddingsMerge.ADD)
+    _embeddings(encoder, model.embeddings, config)
+    if types:
+        encoder.embeddings[1].weight = _array(model.embeddings.token_types.weight)
+    _fill_stack(encoder, model.encoder)
+    pooler = model.is_classifier and model.classifier.dense is not None
+    spec = specs.TransformerEncoderModelSpec(encoder, pooling_layer=pooler,
+                                             pooling_activation=specs.common_spec.Activation.Tanh)
+    if pooler:
+        _linear(spec.pooler_dense, model.classifier.dense)
+    spec.register_vocabulary(tokens)
+    spec.config.unk_token = tokens[config.unk_id] if config.unk_id is not None else "<unk>"
+    spec.config.layer_norm_epsilon = config.norm_eps
+    return spec
+
+
 def vocabulary(tokenizer: Any, size: int) -> list[str]:
     """The tokenizer's tokens in id order, padded to the model's vocabulary with unused names."""
     tokens = [tokenizer.id_to_token(i) for i in range(min(size, tokenizer.vocab_size))]
@@ -228,6 +253,8 @@ def export_ct2(checkpoint: str | Path, out: str | Path, quantization: str | None
     if config.arch == "encoder-decoder":
         source = load_source_tokenizer(resolve_checkpoint(checkpoint), tokenizer)
         spec = seq2seq_spec(model, vocabulary(source, config.vocab_size), vocabulary(tokenizer, config.tgt_vocab_size))
+    elif config.arch == "encoder":
+        spec = encoder_spec(model, vocabulary(tokenizer, config.vocab_size))
     else:
         spec = decoder_spec(model, vocabulary(tokenizer, config.vocab_size))
     if out.exists():
