@@ -16,6 +16,11 @@ import torch
 from torch import Tensor, nn
 
 
+# The op's overload itself: calling through the packet checks every argument in Python for
+# script objects first, which cost as much as a small product at batch 1.
+_linear_dynamic = torch.ops.quantized.linear_dynamic.default
+
+
 def int8_available() -> bool:
     """True where torch has the x86 int8 GEMM (fbgemm): the int8 layers need it."""
     return "fbgemm" in torch.backends.quantized.supported_engines or "x86" in torch.backends.quantized.supported_engines
@@ -66,10 +71,10 @@ class Int8Linear(nn.Module):
         # multiplied back. A few outlier tokens then cost precision only in their own rows.
         x = x.float().contiguous()
         if x.numel() == x.shape[-1]:  # one row (decoding at batch 1): the kernel's scale is the row's own
-            y = torch.ops.quantized.linear_dynamic(x, self.packed(), False)
+            y = _linear_dynamic(x, self.packed(), False)
         else:
             row_scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
-            y = torch.ops.quantized.linear_dynamic(x / row_scale, self.packed(), False).mul_(row_scale)
+            y = _linear_dynamic(x / row_scale, self.packed(), False).mul_(row_scale)
         return y if self.bias is None else y.add_(self.bias)
 
     def extra_repr(self) -> str:
