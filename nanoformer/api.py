@@ -41,7 +41,7 @@ def load(path: str | Path, device: str | torch.device = "cpu",
     folder = resolve_checkpoint(path)
     config = load_config(folder)
     model = build_model(config)
-    if config.quantization == "int8":
+    if config.quantization:
         quantized_structure(model)
     load_model_state(folder, model)
     if quantize == "int8":

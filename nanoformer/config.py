@@ -86,8 +86,9 @@ class ModelConfig:
     num_labels: int = 0
     labels: list[str] | None = None
     classifier_pooling: str = "cls"
-    # Inference-only weights: "int8" = linear layers (and token embeddings) stored as int8 with a
-    # scale per row (nanoformer/quantize.py). None = the float weights a model trains with.
+    # Inference-only weights (nanoformer/quantize.py): "int8" = linear layers and token tables stored
+    # as int8 with a scale per row, "int8-linear" = the linear layers only. None = the float
+    # weights a model trains with.
     quantization: str | None = None
 
     def __post_init__(self) -> None:
@@ -131,7 +132,7 @@ class ModelConfig:
             "init": INITS,
             "attention_impl": ATTENTION_IMPLS,
             "classifier_pooling": POOLINGS,
-            "quantization": (None, "int8"),
+            "quantization": (None, "int8", "int8-linear"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

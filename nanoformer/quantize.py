@@ -31,30 +31,44 @@ def quantize(model: nn.Module, embeddings: bool = True, strict: bool = False) ->
             raise UserError(message)
         warnings.warn(message, stacklevel=2)
         return model
-    if getattr(model.config, "quantization", None) == "int8":
+    if model.config.quantization:
         return model
-    _swap(model, embeddings)
-    model.config = dataclasses.replace(model.config, quantization="int8")
+    _swap(model, embeddings, empty=False, swapped={})
+    model.config = dataclasses.replace(model.config, quantization="int8" if embeddings else "int8-linear")
     return model.eval()
 
 
 def quantized_structure(model: nn.Module) -> nn.Module:
-    """An unquantized model with the int8 layers in place (empty), ready to load an int8 checkpoint."""
-    _swap(model, embeddings=True, empty=True)
+    """A model built from an int8 checkpoint's config, with its int8 layers in place (empty), ready to load it."""
+    _swap(model, embeddings=model.config.quantization == "int8", empty=True, swapped={})
     return model.eval()
 
 
-def _swap(module: nn.Module, embeddings: bool, empty: bool = False) -> None:
+def _swap(module: nn.Module, embeddings: bool, empty: bool, swapped: dict[int, nn.Module],
+          rows: dict[int, tuple] | None = None) -> None:
+    """Replace linear layers (and token tables) below `module`. What the float model shares stays
+    shared: a module with two parents (the source and target tables of a joint vocabulary) is
+    replaced once, and a weight used twice (an output layer tied to the token table) is stored
+    once, as one int8 matrix and its scales."""
+    rows = {} if rows is None else rows  # id of a float weight -> its (int8 rows, scales)
     for name, child in module.named_children():
+        if id(child) in swapped:
+            setattr(module, name, swapped[id(child)])
+            continue
         if isinstance(child, nn.Linear):
             new = (Int8Linear(child.in_features, child.out_features, child.bias is not None) if empty
                    else Int8Linear.from_linear(child))
-            setattr(module, name, new)
         elif isinstance(child, nn.Embedding) and embeddings and name == "tokens":
             new = Int8Embedding(child.num_embeddings, child.embedding_dim) if empty else Int8Embedding.from_embedding(child)
-            setattr(module, name, new)
         else:
-            _swap(child, embeddings, empty)
+            _swap(child, embeddings, empty, swapped, rows)
+            continue
+        if id(child.weight) in rows:  # quantize_rows of the same weight: the same values, kept once
+            new.weight_int8, new.weight_scale = rows[id(child.weight)]
+        else:
+            rows[id(child.weight)] = (new.weight_int8, new.weight_scale)
+        swapped[id(child)] = new
+        setattr(module, name, new)
 
 
 def refuse_quantized(config, what: str) -> None:

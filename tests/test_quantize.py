@@ -77,3 +77,21 @@ def test_quantize_command_writes_a_small_checkpoint_that_loads_for_inference_onl
         from nanoformer.run_config import apply_init_from
 
         apply_init_from({"init_from": str(out)})
+    linear_only = tmp_path / "int8-linear"
+    assert main(["quantize", str(run_dir), str(linear_only), "--float-embeddings"]) == 0
+    model, _ = nanoformer.load(linear_only)  # the config says which layers are int8
+    assert model.config.quantization == "int8-linear"
+    assert not any(isinstance(m, Int8Embedding) for m in model.modules())
+    assert main(["generate", str(linear_only), "--prompt", "나는", "--max-new-tokens", "4"]) == 0
+
+
+def test_shared_tables_stay_shared() -> None:
+    """A joint vocabulary's one table (source and target) is quantized once, not twice, and so is a
+weight the output layer shares with it."""
+    model = make("encoder-decoder", share_embeddings=True, target_vocab_size=None)
+    assert model.src_embeddings.tokens is model.tgt_embeddings.tokens
+    tied = model.lm_head.weight is model.tgt_embeddings.tokens.weight
+    quantize(model)
+    assert isinstance(model.src_embeddings.tokens, Int8Embedding)
+    assert model.src_embeddings.tokens is model.tgt_embeddings.tokens
+    assert tied and model.lm_head.weight_int8 is model.tgt_embeddings.tokens.weight_int8  # the tied output layer
