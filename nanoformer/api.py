@@ -17,7 +17,8 @@ from nanoformer.models import build_model
 from nanoformer.quantize import quantize as int8
 from nanoformer.quantize import quantized_structure
 from nanoformer.tokenizer import Tokenizer
-from nanoformer.training.checkpoint import load_model_state, read_config, resolve_checkpoint
+from nanoformer.training.checkpoint import TOKENIZER_FILE, load_model_state, read_config, resolve_checkpoint
+from nanoformer.training.checksums import verify_files
 
 
 def load_config(path: str | Path) -> ModelConfig:
@@ -30,11 +31,12 @@ def load_config(path: str | Path) -> ModelConfig:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu",
-         quantize: str | None = None) -> tuple[nn.Module, Tokenizer | None]:
+         quantize: str | None = None, verify: bool = True) -> tuple[nn.Module, Tokenizer | None]:
     """(model in eval mode, tokenizer or None) from a checkpoint folder or a run folder (its best).
 
     quantize="int8" gives the model int8 weights for inference (nanoformer/quantize.py); an int8
-    checkpoint (`nanoformer quantize`) loads as one either way.
+    checkpoint (`nanoformer quantize`) loads as one either way. verify=False skips the check of
+    the files against the checksums saved with them.
     """
     if quantize not in (None, "int8"):
         raise UserError(f"quantize = {quantize!r}: use None or 'int8'")
@@ -43,10 +45,14 @@ def load(path: str | Path, device: str | torch.device = "cpu",
     model = build_model(config)
     if config.quantization:
         quantized_structure(model)
-    load_model_state(folder, model)
+    load_model_state(folder, model, verify=verify)
     if quantize == "int8":
         int8(model)
-    tokenizer = Tokenizer.load(folder / "tokenizer.json") if (folder / "tokenizer.json").is_file() else None
+    tokenizer = None
+    if (folder / TOKENIZER_FILE).is_file():
+        if verify:
+            verify_files(folder, [TOKENIZER_FILE])
+        tokenizer = Tokenizer.load(folder / TOKENIZER_FILE)
     return model.to(device).eval(), tokenizer
 
 

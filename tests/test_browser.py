@@ -78,6 +78,20 @@ LINES_JS = """return Array.from(document.querySelectorAll('#head-svg line')).map
           l.style.display]; });"""
 
 
+def console_errors(driver) -> list[dict]:
+    return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+
+
+def requests_sent(driver) -> list[str]:
+    """Every URL the browser requested since the performance log was last read."""
+    requests = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] in ("Network.requestWillBeSent", "Network.webSocketCreated"):
+            requests.append(message["params"].get("request", {}).get("url") or message["params"].get("url"))
+    return requests
+
+
 def wait_drawn(driver, before: int) -> int:
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -159,12 +173,7 @@ def test_attention_page_in_headless_chromium(browser, page):
     assert "학" in browser.find_element(By.ID, "summary").text
 
     # No console errors, no request other than the page itself.
-    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    assert errors == []
-    requests = []
-    for entry in browser.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] in ("Network.requestWillBeSent", "Network.webSocketCreated"):
-            requests.append(message["params"].get("request", {}).get("url") or message["params"].get("url"))
+    assert console_errors(browser) == []
+    requests = requests_sent(browser)
     assert requests and all(r == url or r.startswith("data:") for r in requests), requests
     assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0

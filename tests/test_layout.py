@@ -26,6 +26,7 @@ FLOORS: list[list[str]] = [
     ["training"],  # the loop, optimiser, schedules, checkpoints, DDP
     ["evaluation", "api", "summary", "run_config"],
     ["interop", "recipes", "viz"],
+    ["serve"],  # models behind HTTP: the API, batching, the playground
     ["cli", "__init__"],  # the command line and the package's front door
 ]
 MAX_LINES = 400

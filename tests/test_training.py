@@ -360,8 +360,8 @@ def test_fit_writes_run_folder_metrics_and_checkpoints(tmp_path, monkeypatch):
     assert sorted(p.name for p in ckpts.iterdir()) == ["best", "last", "step-000008", "step-000012"]
     assert numbered_checkpoints(tmp_path) == [ckpts / "step-000008", ckpts / "step-000012"]
     assert sorted(p.name for p in (ckpts / "last").iterdir()) == [
-        "config.json", "model.safetensors", "trainer_state.json", "trainer_state.safetensors"]
-    assert sorted(p.name for p in (ckpts / "best").iterdir()) == ["config.json", "model.safetensors"]
+        "checksums.json", "config.json", "model.safetensors", "trainer_state.json", "trainer_state.safetensors"]
+    assert sorted(p.name for p in (ckpts / "best").iterdir()) == ["checksums.json", "config.json", "model.safetensors"]
     config = read_config(ckpts / "last")
     assert config["model"] == ToyConfig().to_dict() and config["data"] == {"name": "toy"}
     assert TrainConfig.from_dict(config["train"]).max_steps == 12

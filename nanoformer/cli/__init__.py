@@ -2,7 +2,7 @@
 
 Every mistake a user can fix ends as one line on stderr and exit code 2, without a traceback
 (set NANOFORMER_DEBUG=1 to see it). Bugs keep their tracebacks. Each family's commands live in
-their own module (general, gpt, translate, bert, viz, demo; `evaluate` dispatches on the family).
+their own module (general, gpt, translate, bert, viz, serve, demo; `evaluate` dispatches on the family).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-from nanoformer.cli import bert, demo, evaluate, general, gpt, translate, viz
+from nanoformer.cli import bert, demo, evaluate, general, gpt, serve, translate, viz
 from nanoformer.errors import UserError
 
 
@@ -63,6 +63,8 @@ COMMANDS = [
             "plot the sinusoidal positional encoding or RoPE's rotations"),
     Command("plot-metrics", viz.args_plot_metrics, viz.cmd_plot_metrics,
             "plot loss, learning rate and throughput of a training run"),
+    Command("serve", serve.args_serve, serve.cmd_serve,
+            "serve models over HTTP: an OpenAI-style API, translation with attention, and a web playground"),
     Command("demo", demo.args_demo, demo.cmd_demo,
             "the study note end to end: train GPT, translation and BERT briefly, then look inside"),
 ]

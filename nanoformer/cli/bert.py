@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nanoformer.cli.common import (
     DEVICES,
-    add_int8_argument,
+    add_load_arguments,
     add_run_arguments,
     load_checkpoint,
     require_arch,
@@ -97,7 +97,7 @@ def _batches(tokenizer, examples, max_length: int, batch_size: int, truncate: bo
 def cmd_fill_mask(args: argparse.Namespace) -> None:
     from nanoformer.evaluation.mlm import fill_mask
 
-    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8)
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8, not args.no_verify)
     require_arch(model, "encoder", "fill-mask", args.checkpoint)
     results = fill_mask(model, tokenizer, args.text, args.top_k)
     for number, candidates in enumerate(results, start=1):
@@ -131,7 +131,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
     if bool(args.text) == bool(args.input):
         raise UserError("give the text(s) to classify as arguments or --input FILE (one of the two)")
-    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8)
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8, not args.no_verify)
     _require_classifier(model, "classify", args.checkpoint)
     if args.pair is not None and (args.input or len(args.text) != 1):
         raise UserError("--pair goes with exactly one text argument; for many pairs use --input FILE.tsv with --pair-column")
@@ -167,7 +167,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
     from nanoformer.data.classification import Example
 
-    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8)
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8, not args.no_verify)
     require_arch(model, "encoder", "embed", args.checkpoint)
     if args.input:
         examples = _read_inputs(args.input, {}, args.text_column, None)
@@ -293,7 +293,7 @@ def args_fill_mask(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="candidates per mask")
     parser.add_argument("--json", action="store_true", help="one JSON line per mask")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
-    add_int8_argument(parser)
+    add_load_arguments(parser)
 
 
 def args_finetune(parser: argparse.ArgumentParser) -> None:
@@ -315,7 +315,7 @@ def args_classify(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", action="store_true", help="JSON lines with every class's probability")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
-    add_int8_argument(parser)
+    add_load_arguments(parser)
 
 
 def args_embed(parser: argparse.ArgumentParser) -> None:
@@ -328,4 +328,4 @@ def args_embed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truncate", action="store_true", help="cut texts longer than the model's positions instead of refusing")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu", choices=DEVICES)
-    add_int8_argument(parser)
+    add_load_arguments(parser)

@@ -9,15 +9,17 @@ from pathlib import Path
 from nanoformer.errors import UserError
 
 
-def load_checkpoint(path: str, device: str = "cpu", int8: bool = False):
+def load_checkpoint(path: str, device: str = "cpu", int8: bool = False, verify: bool = True):
     """(model, tokenizer) of a checkpoint or run folder; text commands need the tokenizer.
 
-    int8: linear layers and token tables with int8 weights (nanoformer/quantize.py), on the CPU."""
+    int8: linear layers and token tables with int8 weights (nanoformer/quantize.py), on the CPU.
+    verify: check the files against the checksums saved with them (training/checksums.py)."""
     import nanoformer
 
     if int8 and resolve_device(device) != "cpu":
         raise UserError(f"--int8 runs on the CPU's int8 kernels; drop --device {device} or --int8")
-    model, tokenizer = nanoformer.load(path, device=resolve_device(device), quantize="int8" if int8 else None)
+    model, tokenizer = nanoformer.load(path, device=resolve_device(device), quantize="int8" if int8 else None,
+                                       verify=verify)
     if tokenizer is None:
         raise UserError(f"{path}: the checkpoint has no tokenizer.json; text commands need one")
     return model, tokenizer
@@ -70,6 +72,9 @@ def run_training(run, args: argparse.Namespace) -> None:
         raise KeyboardInterrupt
 
 
-def add_int8_argument(parser: argparse.ArgumentParser) -> None:
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that loads a checkpoint to run it."""
     parser.add_argument("--int8", action="store_true",
                         help="int8 weights and int8 products on the CPU (faster, smaller; inference only)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the check of the checkpoint's files against their saved checksums")

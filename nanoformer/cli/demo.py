@@ -79,6 +79,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"  positions:    {pictures / 'positions-sinusoidal.png'}, {pictures / 'positions-rope.png'}")
     print(f"  training:     {pictures}/metrics-*.png")
     print("  next:         docs/tour.md maps each idea of the note to the code that implements it")
+    print("\nTry them in a browser (the playground: generate, translate with its attention map, fill-mask):")
+    print(f"  nanoformer serve {shlex.join([str(gpt), str(translation), str(bert)])}   # then open http://127.0.0.1:8000/")
 
 
 def args_demo(parser: argparse.ArgumentParser) -> None:

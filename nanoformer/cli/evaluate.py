@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from nanoformer.cli import bert, gpt, translate
-from nanoformer.cli.common import DEVICES, add_int8_argument, load_checkpoint
+from nanoformer.cli.common import DEVICES, add_load_arguments, load_checkpoint
 
 # arch -> the family's evaluation: (args, model, tokenizer) -> None, printing its report
 EVALUATORS = {
@@ -21,7 +21,7 @@ EVALUATORS = {
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8)
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8, not args.no_verify)
     EVALUATORS[model.config.arch](args, model, tokenizer)
 
 
@@ -37,4 +37,4 @@ def args_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-penalty", type=float, default=1.0, help="translation: length penalty alpha")
     parser.add_argument("--split", default=None, help="which split of the run's data to evaluate (default: validation)")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
-    add_int8_argument(parser)
+    add_load_arguments(parser)

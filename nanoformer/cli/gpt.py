@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from nanoformer.cli.common import DEVICES, add_int8_argument, load_checkpoint, require_arch
+from nanoformer.cli.common import DEVICES, add_load_arguments, load_checkpoint, require_arch
 from nanoformer.errors import UserError
 
 
@@ -16,7 +16,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     from nanoformer.generation.text import generate_text
 
-    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8)
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8, not args.no_verify)
     require_arch(model, "decoder", "generate", args.checkpoint)
     generator = torch.Generator(device=next(model.parameters()).device)
     generator.manual_seed(args.seed)
@@ -86,4 +86,4 @@ def args_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--device", default="cpu", choices=DEVICES)
-    add_int8_argument(parser)
+    add_load_arguments(parser)

@@ -16,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from nanoformer.cli.common import DEVICES, add_int8_argument, load_checkpoint, require_arch
+from nanoformer.cli.common import DEVICES, add_load_arguments, load_checkpoint, require_arch
 from nanoformer.data.text import decode_utf8
 from nanoformer.errors import UserError
 
@@ -76,7 +76,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
     if args.text and args.input:
         raise UserError("give sentences as arguments or --input FILE, not both")
-    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8)
+    model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8, not args.no_verify)
     require_arch(model, "encoder-decoder", "translate", args.checkpoint)
     if args.text:
         lines, label = list(args.text), "argument"
@@ -187,7 +187,7 @@ def args_translate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-truncate", action="store_true", help="refuse sources longer than the model's positions")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
-    add_int8_argument(parser)
+    add_load_arguments(parser)
 
 
 def args_average(parser: argparse.ArgumentParser) -> None:

@@ -51,9 +51,13 @@ def choose_next(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
-    """Next token ids (B,) from last-position logits (B, V)."""
+    """Next token ids (B,) from last-position logits (B, V).
+
+    generator: one for the batch, or one per row (a server batching seeded requests together:
+    each row then draws exactly what it would draw alone).
+    """
     if not do_sample:
         return logits.argmax(dim=-1)
     if temperature <= 0:
@@ -64,6 +68,10 @@ def choose_next(
     if top_p is not None:
         logits = filter_top_p(logits, top_p)
     probs = logits.float().softmax(dim=-1)
+    if isinstance(generator, Sequence):
+        if len(generator) != probs.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {probs.shape[0]} rows")
+        return torch.cat([torch.multinomial(row[None], 1, generator=g)[0] for row, g in zip(probs, generator)])
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -105,7 +113,7 @@ def generate(
     attention_mask: Tensor | None = None,
     eos_id: int | None = None,
     pad_id: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     on_tokens: Callable[[Tensor], bool | None] | None = None,
 ) -> Tensor:
     """Continue each prompt of input_ids (B, T) by up to max_new_tokens; returns (B, T + new).

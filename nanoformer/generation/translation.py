@@ -61,11 +61,13 @@ def translate_ids(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     on_batch: Callable[[int], None] | None = None,
+    max_new_tokens: int | None = None,
 ) -> list[list[int]]:
     """Target ids (no start token, cut at eos) for each non-empty source; [] for empty ones.
 
     A sentence of n source tokens gets at most floor(max_len_a * n + max_len_b) new tokens (the
-    fairseq rule), within the model's positions. `on_batch(n)` is told after each n sentences.
+    fairseq rule), within the model's positions and `max_new_tokens` when given. `on_batch(n)` is
+    told after each n sentences.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -82,6 +84,8 @@ def translate_ids(
             ids[r, : len(sources[i])] = torch.as_tensor(sources[i])
             mask[r, : len(sources[i])] = True
         max_new = max(1, min(max_positions - 1, math.ceil(max_len_a * longest + max_len_b)))
+        if max_new_tokens is not None:
+            max_new = max(1, min(max_new, max_new_tokens))
         out = model.generate(ids.to(device), max_new_tokens=max_new,
                              src_padding_mask=None if bool(mask.all()) else mask.to(device), **options)
         for r, i in enumerate(rows):
@@ -126,4 +130,9 @@ def translate_texts(
                                 batch_size, max_len_a, max_len_b, on_batch=bar.update)
     finally:
         bar.close()
-    return [" ".join(tokenizer.decode(ids).split()) if ids else "" for ids in outputs]
+    return [decode_translation(tokenizer, ids) for ids in outputs]
+
+
+def decode_translation(tokenizer, ids: Sequence[int]) -> str:
+    """A translation's text: its tokens decoded, on one line with single spaces."""
+    return " ".join(tokenizer.decode(list(ids)).split()) if ids else ""

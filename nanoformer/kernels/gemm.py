@@ -89,7 +89,8 @@ def _use_onednn(*tensors: Tensor | None) -> bool:
     for t in tensors:
         if t is not None and (t.device.type != "cpu" or t.dtype != torch.float32 or t.numel() == 0):
             return False
-    return not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+    # A tracer (torch.onnx.export, torch.jit.trace) needs the standard op: exporters know no mkldnn ops.
+    return not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
 
 
 def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

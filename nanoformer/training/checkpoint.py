@@ -26,11 +26,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from nanoformer.errors import UserError
+from nanoformer.training.checksums import verify_files, write_checksums
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -92,6 +93,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp.mkdir()
     try:
         write(tmp)
+        write_checksums(tmp)
         for f in tmp.iterdir():
             _fsync(f)
         _fsync(tmp)
@@ -175,20 +177,25 @@ def _is_checkpoint(path: Path) -> bool:
 def read_config(path: str | Path) -> dict[str, Any]:
     """The `config.json` of a checkpoint (a run folder gives its best checkpoint's)."""
     folder = resolve_checkpoint(path)
-    with open(folder / CONFIG_FILE, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(folder / CONFIG_FILE, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as error:
+        raise UserError(f"{folder / CONFIG_FILE}: not valid JSON ({error}); restore the checkpoint") from None
 
 
-def load_model_state(path: str | Path, model: nn.Module) -> Path:
+def load_model_state(path: str | Path, model: nn.Module, verify: bool = True) -> Path:
     """Load a checkpoint's weights into `model` (in place); returns the checkpoint folder used.
 
-    Shapes and names are checked first, so a model built from the wrong config fails with the
-    tensor's name and both shapes instead of a wall of text.
+    The file is checked against its checksum first (`verify`), then names and shapes, so a model
+    built from the wrong config fails with the tensor's name and both shapes instead of a wall of text.
     """
     folder = resolve_checkpoint(path)
     file = folder / MODEL_FILE
+    if verify:
+        verify_files(folder, [MODEL_FILE])
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    with safe_open(str(file), framework="pt") as f:
+    with _readable(file) as f:
         for name in f.keys():
             found = tuple(f.get_slice(name).get_shape())
             if name in expected and expected[name] != found:
@@ -196,7 +203,10 @@ def load_model_state(path: str | Path, model: nn.Module) -> Path:
                     f"checkpoint {str(folder)!r}: tensor {name!r} has shape {found} but the model "
                     f"expects {expected[name]}; build the model from the checkpoint's {CONFIG_FILE}"
                 )
-    missing, unexpected = load_model(model, str(file), strict=False)
+    try:
+        missing, unexpected = load_model(model, str(file), strict=False)
+    except SafetensorError as error:
+        raise _damaged(file, error) from None
     for what, names in (("lacks tensors the model has", missing), ("has tensors the model lacks", unexpected)):
         if names:
             shown = ", ".join(sorted(names)[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
@@ -215,15 +225,35 @@ def read_trainer_state(path: str | Path) -> dict[str, Any]:
             f"checkpoint {str(folder)!r} has no trainer state ({STATE_JSON}): it was saved for "
             "inference only; resume from the run's checkpoints/last instead"
         )
-    with open(folder / STATE_JSON, encoding="utf-8") as f:
-        saved = json.load(f)
+    verify_files(folder, [STATE_JSON, STATE_TENSORS])
+    try:
+        with open(folder / STATE_JSON, encoding="utf-8") as f:
+            saved = json.load(f)
+    except ValueError as error:
+        raise UserError(f"{folder / STATE_JSON}: not valid JSON ({error}); restore the checkpoint") from None
     if saved.get("format") != STATE_FORMAT:
         raise UserError(
             f"checkpoint {str(folder)!r}: trainer state format {saved.get('format')!r} is not "
             f"{STATE_FORMAT}; resume it with the nanoformer version that wrote it"
         )
-    tensors = load_file(str(folder / STATE_TENSORS))
-    return _decode(saved["state"], tensors)
+    try:
+        tensors = load_file(str(folder / STATE_TENSORS))
+        return _decode(saved["state"], tensors)
+    except (SafetensorError, KeyError) as error:
+        raise _damaged(folder / STATE_TENSORS, error) from None
+
+
+def _readable(file: Path):
+    """safe_open, with a file that is not safetensors (cut short, overwritten) as a one-line error."""
+    try:
+        return safe_open(str(file), framework="pt")
+    except (SafetensorError, OSError) as error:
+        raise _damaged(file, error) from None
+
+
+def _damaged(file: Path, error: Exception) -> UserError:
+    return UserError(f"{file}: not a readable safetensors file ({error}); it is damaged or cut short: restore "
+                     "the checkpoint (a run folder keeps checkpoints/last and checkpoints/best)")
 
 
 # ----------------------------------------------------------------------------- state <-> JSON + tensors
@@ -313,6 +343,8 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
                 f"average_checkpoints: {str(folder)!r} has a different model config from "
                 f"{str(folders[-1])!r}; average checkpoints of one run only"
             )
+    for folder in folders:
+        verify_files(folder, [MODEL_FILE])
     states = [load_file(str(f / MODEL_FILE)) for f in folders]
     averaged: dict[str, torch.Tensor] = {}
     for name, last in states[-1].items():

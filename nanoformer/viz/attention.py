@@ -129,12 +129,14 @@ def extract_attention(
     target: str | None = None,
     max_new_tokens: int = 32,
     source_tokenizer=None,
+    target_ids: list[int] | None = None,
 ) -> AttentionResult:
     """Every layer's and head's attention weights for `text` (and `target`, translation only).
 
     For translation, `tokenizer` is the target's (what `nanoformer.load` returns) and
     `source_tokenizer` the source's when the vocabularies are separate (default: the same).
-    Texts longer than the model's positions are truncated; `result.notes` says so.
+    Texts longer than the model's positions are truncated; `result.notes` says so. `target_ids`
+    (with `target`, its text) reads exactly the tokens a translator produced, not a re-encoding.
     """
     config = model.config
     arch = config.arch
@@ -181,8 +183,8 @@ def extract_attention(
             tgt = [start, *body]
             target = tokenizer.decode(body)
         else:
-            tgt = [start, *_truncate(_encode(tokenizer, target, "target text"), config.max_positions - 1,
-                                     "target text", notes)]
+            body = list(target_ids) if target_ids is not None else _encode(tokenizer, target, "target text")
+            tgt = [start, *_truncate(body, config.max_positions - 1, "target text", notes)]
         enc = model.run_encoder(src_tensor, need_weights=True)
         dec = model.run_decoder(torch.tensor([tgt], device=device), enc.hidden, need_weights=True)
         src_labels, tgt_labels = token_labels(src_tok, src), token_labels(tokenizer, tgt)
