@@ -174,14 +174,33 @@ def _check_types(section: str, values: dict[str, Any], cls: type, where: str) ->
             )
 
 
+def choose_corpus(data: dict[str, Any], overridden: set[tuple[str, str]], where: str) -> None:
+    """`name` (a standard corpus) and `path` (the user's files) are two answers to one question.
+
+    One given with --set replaces the other from the file (`--set data.path=mine.txt` trains on
+    mine.txt, not on the file's standard corpus); both in the file, or both with --set, is an error.
+    """
+    if data.get("name") in (None, "") or data.get("path") in (None, ""):
+        return
+    by_option = {key for key in ("name", "path") if ("data", key) in overridden}
+    if len(by_option) == 1:
+        data.pop("path" if "name" in by_option else "name")
+        return
+    raise UserError(f"{where}: [data] gives both name = {data['name']!r} and path = {data['path']!r}; keep one "
+                    "(name: a standard corpus, path: your own files)")
+
+
 def build_run_config(
     sections: dict[str, Any], source: Path | None = None, overrides: list[str] = (), default_data_kind: str | None = None
 ) -> RunConfig:
     where = str(source) if source else "config"
     sections = {name: dict(values) for name, values in sections.items()}
+    overridden: set[tuple[str, str]] = set()
     for text in overrides:
         section, key, value = parse_override(text)
         sections.setdefault(section, {})[key] = value
+        overridden.add((section, key))
+    choose_corpus(sections.get("data", {}), overridden, where)
     _known_keys("(top level)", sections, {"model", "data", "train"}, where)
 
     model_values, init_from = apply_init_from(dict(sections.get("model", {})), source)

@@ -95,3 +95,35 @@ def test_tokenizer_of_another_model_and_wrong_config_types(copy, run_dir, capsys
     one_line_error(capsys, generate(copy), "config.json")
     (best / "config.json").write_text("{not json", encoding="utf-8")
     one_line_error(capsys, generate(copy), "config.json", "not valid JSON")
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(copy, run_dir):
+    """Resume under a file-size limit smaller than the weights file (RLIMIT_FSIZE: what a full disk
+    or a quota does to a write, without needing root for a small tmpfs): one line, exit 2, and the
+    last complete checkpoint still loads and resumes."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    last = copy / "checkpoints" / "last"
+    before = (last / "model.safetensors").read_bytes()
+    limit = len(before) - 1
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [sys.executable, "-c", "import sys; from nanoformer.cli import main; sys.exit(main())", "train",
+               str(run_dir.parent / "tiny.toml"), "--out", str(copy), "--resume", "--quiet",
+               "--set", "train.max_steps=10"]
+    done = subprocess.run(command, preexec_fn=limited, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write the checkpoint" in lines[0] and str(copy / "checkpoints") in lines[0], \
+        done.stderr
+    assert (last / "model.safetensors").read_bytes() == before
+    assert not list((copy / "checkpoints").glob(".*.tmp"))  # nothing half-written left behind
+    assert generate(copy) == 0
+    assert main(["train", str(run_dir.parent / "tiny.toml"), "--out", str(copy), "--resume", "--quiet",
+                 "--set", "train.max_steps=10"]) == 0

@@ -90,13 +90,19 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     for stale in (tmp, old):
         if stale.exists():
             shutil.rmtree(stale)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         write(tmp)
         write_checksums(tmp)
         for f in tmp.iterdir():
             _fsync(f)
         _fsync(tmp)
+    except (OSError, SafetensorError) as error:  # a full disk, a quota, a file-size limit, a read-only folder
+        shutil.rmtree(tmp, ignore_errors=True)  # safetensors reports its own I/O errors as SafetensorError
+        kept = f"; {path} is still the previous checkpoint" if path.exists() else ""
+        reason = getattr(error, "strerror", None) or str(error).replace("Error while serializing: ", "")
+        raise UserError(f"cannot write the checkpoint {path} ({reason}): free space in {parent} "
+                        f"or write elsewhere (--out){kept}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
