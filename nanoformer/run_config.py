@@ -159,12 +159,14 @@ def _known_keys(section: str, values: dict[str, Any], allowed: set[str], where: 
 
 def _check_types(section: str, values: dict[str, Any], cls: type, where: str) -> None:
     """Catch `n_layers = "4"` before it becomes an obscure error deep in torch."""
-    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in values.items():
-        default = defaults.get(key)
-        if default is None or value is None:
+        field = fields.get(key)
+        if field is None or value is None:
             continue
-        expected = type(default)
+        expected = _declared_type(field)
+        if expected is None:
+            continue
         ok = isinstance(value, expected) or (expected is float and isinstance(value, int) and not isinstance(value, bool))
         if expected is int and isinstance(value, bool):
             ok = False
@@ -188,6 +190,18 @@ def choose_corpus(data: dict[str, Any], overridden: set[tuple[str, str]], where:
         return
     raise UserError(f"{where}: [data] gives both name = {data['name']!r} and path = {data['path']!r}; keep one "
                     "(name: a standard corpus, path: your own files)")
+
+
+_SIMPLE_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+
+
+def _declared_type(field: dataclasses.Field) -> type | None:
+    """The type a config field holds: its default's, or the first of its annotation ("int | None" -> int)."""
+    if field.default is not dataclasses.MISSING and field.default is not None:
+        return type(field.default)
+    annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    kinds = [part.strip().split("[")[0] for part in annotation.split("|") if part.strip() != "None"]
+    return _SIMPLE_TYPES.get(kinds[0]) if len(kinds) == 1 else None  # "str | list[str]": either, unchecked
 
 
 def build_run_config(

@@ -160,7 +160,7 @@ def test_bad_inputs_exit_2_with_one_line(trained, capsys, tmp_path):
     config = write_config(tmp_path, steps=2)
     config.write_text(config.read_text().replace('tgt_lang = "en"', 'tgt_lang = "en"\nname = "wmt"'))
     code, _, err = run(capsys, "train", config, "--out", tmp_path / "r", "--quiet")
-    assert code == 2 and "exactly one of `name`" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "gives both name = " in err and len(err.strip().splitlines()) == 1
     ref = tmp_path / "ref.en"
     ref.write_text("a\nb\n")
     code, _, err = run(capsys, "evaluate", trained, "--src", tmp_path / "corpus" / "test.de", "--ref", ref)
