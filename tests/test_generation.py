@@ -1,4 +1,10 @@
-"""Generation on the KV cache: equal to recomputing everything, batch-invariant, sampling controls."""
+"""Generation on the KV cache: equal to recomputing everything, batch-invariant, sampling controls.
+
+The models are untrained but not degenerate: at the default init (std 0.02) a tiny model's greedy
+output repeats one token whatever the prompt, so a decoder that saw only its previous token would
+pass. With init_std = 1.0 the output depends on the whole context, and each equality test first
+asserts that dependence (changing the first prompt token, or the source, changes the output).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +20,32 @@ from nanoformer.models import DecoderModel, Seq2SeqTransformer
 POSITIONALS = ["learned", "sinusoidal", "rope", "alibi"]
 
 
-def tiny_decoder(positional: str = "learned", **overrides) -> DecoderModel:
-    torch.manual_seed(0)
+def tiny_decoder(positional: str = "learned", seed: int = 0, **overrides) -> DecoderModel:
+    torch.manual_seed(seed)
     config = ModelConfig(
         arch="decoder", vocab_size=97, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_positions=160,
-        dropout=0.0, positional=positional, pad_id=0, **overrides,
+        dropout=0.0, positional=positional, pad_id=0, init_std=1.0, **overrides,
     )
     return DecoderModel(config).eval()
+
+
+def depends_on_the_whole_prompt(model: DecoderModel, prompt: torch.Tensor, steps: int) -> bool:
+    """Greedy output that changes with the prompt's first token and is not (nearly) one token repeated."""
+    changed = prompt.clone()
+    changed[:, 0] = changed[:, 0] % (model.config.vocab_size - 1) + 1
+    out, other = generate(model, prompt, steps)[:, prompt.shape[1]:], generate(model, changed, steps)[:, prompt.shape[1]:]
+    return all(not torch.equal(out[row], other[row]) and len(set(out[row].tolist())) >= 5
+               for row in range(prompt.shape[0]))
+
+
+def context_sensitive_decoder(positional: str, prompts: list[torch.Tensor], steps: int) -> DecoderModel:
+    """The first seed whose model passes `depends_on_the_whole_prompt` for every prompt: a random
+    model can fall into a loop of one token, which would prove nothing about the later positions."""
+    for seed in range(40):
+        model = tiny_decoder(positional, seed=seed)
+        if all(depends_on_the_whole_prompt(model, p, steps) for p in prompts):
+            return model
+    raise AssertionError(f"no seed in 40 gives a {positional} decoder whose output follows its prompt")
 
 
 def uncached_greedy(model: DecoderModel, prompt: torch.Tensor, steps: int) -> torch.Tensor:
@@ -34,16 +59,16 @@ def uncached_greedy(model: DecoderModel, prompt: torch.Tensor, steps: int) -> to
 
 @pytest.mark.parametrize("positional", POSITIONALS)
 def test_cached_greedy_equals_uncached_for_100_steps(positional):
-    model = tiny_decoder(positional)
     prompt = torch.randint(1, 97, (2, 7))
+    model = context_sensitive_decoder(positional, [prompt], 100)
     cached = generate(model, prompt, max_new_tokens=100)
     assert torch.equal(cached, uncached_greedy(model, prompt, 100))
 
 
 @pytest.mark.parametrize("positional", POSITIONALS)
 def test_batch_of_unequal_prompts_equals_each_prompt_alone(positional):
-    model = tiny_decoder(positional)
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [40, 41, 42, 43]]
+    model = context_sensitive_decoder(positional, [torch.tensor([p]) for p in prompts], 30)
     ids, mask = left_pad(prompts, pad_id=0)
     batch = generate(model, ids, max_new_tokens=30, attention_mask=mask)
     for row, prompt in enumerate(prompts):
@@ -132,7 +157,7 @@ def tiny_seq2seq(positional: str) -> Seq2SeqTransformer:
     torch.manual_seed(0)
     config = ModelConfig(
         arch="encoder-decoder", vocab_size=61, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_positions=64,
-        dropout=0.0, positional=positional, share_embeddings=True, pad_id=0, bos_id=1, eos_id=2,
+        dropout=0.0, positional=positional, share_embeddings=True, pad_id=0, bos_id=1, eos_id=2, init_std=1.0,
     )
     return Seq2SeqTransformer(config).eval()
 
@@ -145,6 +170,13 @@ def test_seq2seq_greedy_cached_equals_uncached_and_batch_equals_alone(positional
     mask[1, 6:] = False
     src[1, 6:] = 0
     out = greedy_decode(model, src, mask, max_new_tokens=20)
+    # The output follows the source: another first source token changes each row's translation.
+    changed = src.clone()
+    changed[:, 0] = (changed[:, 0] - 3 + 1) % 58 + 3
+    other = greedy_decode(model, changed, mask, max_new_tokens=20)
+    for row in range(3):
+        assert not torch.equal(out[row], other[row]), "the translation ignores the source's first token"
+    assert len({tuple(r.tolist()) for r in out}) == 3
     with torch.no_grad():
         for row in range(3):
             length = int(mask[row].sum())
