@@ -44,3 +44,13 @@ def test_evaluate_refuses_options_of_another_family(tmp_path, capsys):
     one_line_error(capsys, main(["evaluate", str(run_dir), "--beam-size", "2"]), "--beam-size")
     one_line_error(capsys, main(["evaluate", str(run_dir), "--split", "test"]), "--split")
     assert main(["evaluate", str(run_dir), "--max-tokens", "64"]) == 0
+
+
+def test_greedy_generation_refuses_sampling_options(tmp_path, capsys):
+    run_dir = tmp_path / "gpt"
+    assert main(["train", str(write_config(tmp_path, steps=2)), "--out", str(run_dir), "--quiet"]) == 0
+    capsys.readouterr()
+    base = ["generate", str(run_dir), "--prompt", "나는", "--max-new-tokens", "4", "--greedy"]
+    one_line_error(capsys, main([*base, "--top-k", "5"]), "--greedy", "--top-k")
+    one_line_error(capsys, main([*base, "--temperature", "1.2", "--top-p", "0.9"]), "--temperature, --top-p")
+    assert main(base) == 0

@@ -39,6 +39,8 @@ def test_startup_refusals_are_one_line(translator, tmp_path, capsys, monkeypatch
     one_line_error(capsys, main(["serve", str(tmp_path / "missing")]), "missing")
     one_line_error(capsys, main(["serve", str(translator), "--host", "0.0.0.0"]), "--api-key")
     one_line_error(capsys, main(["serve", str(translator), str(translator)]), "--name")
+    one_line_error(capsys, main(["serve", str(translator), "--max-tokens", "0"]), "--max-tokens 0")
+    one_line_error(capsys, main(["serve", str(translator), "--queue", "0"]), "--queue 0")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

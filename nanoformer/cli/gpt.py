@@ -7,8 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from nanoformer.cli.common import DEVICES, add_load_arguments, load_checkpoint, require_arch
+from nanoformer.cli.common import (
+    DEVICES,
+    add_load_arguments,
+    load_checkpoint,
+    require_arch,
+)
 from nanoformer.errors import UserError
+
+GENERATE_TEMPERATURE = 0.8
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -16,6 +23,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     from nanoformer.generation.text import generate_text
 
+    if args.greedy:
+        ignored = [name for name, given in (("--temperature", args.temperature != GENERATE_TEMPERATURE),
+                                            ("--top-k", args.top_k is not None), ("--top-p", args.top_p is not None))
+                   if given]
+        if ignored:
+            raise UserError(f"--greedy always takes the most likely token, so {', '.join(ignored)} would do nothing; "
+                            "drop them, or drop --greedy to sample")
     model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8, not args.no_verify)
     require_arch(model, "decoder", "generate", args.checkpoint)
     generator = torch.Generator(device=next(model.parameters()).device)
@@ -78,7 +92,7 @@ def args_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default="", help="text to continue (empty: start from scratch)")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--temperature", type=float, default=GENERATE_TEMPERATURE)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
