@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
+    parser.add_argument("--workers", type=int, default=1, help="the server's --workers")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -116,7 +117,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-c", "import sys; from nanoformer.cli import main; sys.exit(main())",
                                "serve", args.translator, args.gpt, "--name", "translator", "--name", "gpt",
                                "--port", str(port), "--log-level", "warning", "--max-batch", "32",
-                               "--queue", "256"], env=env)
+                               "--queue", "256", "--workers", str(args.workers)], env=env)
     try:
         deadline = time.time() + 120
         while True:
@@ -162,6 +163,7 @@ def main() -> None:
                     "p99_over_p50": round(result["p99_ms"] / result["p50_ms"], 2),
                     "server_rss_mb_before": round(rss_before, 1), "server_rss_mb_after": round(rss_after, 1),
                     "server_rss_growth": round(rss_after / rss_before - 1, 4), "server_threads": args.threads,
+                    "server_workers": args.workers,
                 }, args.out)
             rss_end = resident_mb(server.pid)
             write_result("serve_load_memory", {"model": model, "levels": levels, "server_rss_mb_start": round(rss_start, 1),

@@ -327,3 +327,28 @@ def test_a_client_that_leaves_is_not_served(checkpoints):
         assert metric(url, "nanoformer_cancelled_total", model="translator", reason="disconnected") == 1
         assert metric(url, "nanoformer_jobs_total", model="translator") == 0  # its batch never ran
         assert httpx.post(url + "/v1/translate", json=body).status_code == 200
+
+
+def test_two_workers_run_batches_at_once_and_stay_exact(checkpoints):
+    words = ["ein", "mann", "hund", "rot", "blau", "geht", "läuft", "katze", "groß", "klein"]
+    sentences = [" ".join(words[(i * 7 + j) % 10] for j in range(2 + i % 3)) for i in range(12)]
+    with make_server(checkpoints, names=("translator", "gpt"), workers=2, batch_wait=0.0) as url:
+        sequential = [httpx.post(url + "/v1/translate", json={"model": "translator", "text": s, "beam_size": 2})
+                      .json()["translations"][0]["text"] for s in sentences]
+        completions = [httpx.post(url + "/v1/completions", json={"model": "gpt", "prompt": s, "max_tokens": 12,
+                                                                  "temperature": 0}).json()["choices"][0]["text"]
+                       for s in ("The quick", "I go", "나는")]
+
+        def translate(sentence: str) -> str:
+            return httpx.post(url + "/v1/translate", json={"model": "translator", "text": sentence, "beam_size": 2},
+                              timeout=60).json()["translations"][0]["text"]
+
+        def complete(prompt: str) -> str:
+            return httpx.post(url + "/v1/completions", json={"model": "gpt", "prompt": prompt, "max_tokens": 12,
+                                                             "temperature": 0}, timeout=60).json()["choices"][0]["text"]
+
+        with ThreadPoolExecutor(16) as pool:
+            together = list(pool.map(translate, sentences))
+            generated = list(pool.map(complete, ["The quick", "I go", "나는"] * 3))
+    assert together == sequential
+    assert generated == completions * 3

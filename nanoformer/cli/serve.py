@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise UserError(f"--host {args.host} is reachable from other machines; give --api-key KEY (or set "
                         f"{KEY_VARIABLE}) so that only holders of the key can use the models, or serve on 127.0.0.1")
     for name, value, low in (("--port", args.port, 0), ("--max-body", args.max_body, 1), ("--queue", args.queue, 1),
-                             ("--max-batch", args.max_batch, 1)):
+                             ("--max-batch", args.max_batch, 1), ("--workers", args.workers, 1)):
         if value < low:
             raise UserError(f"{name} {value}: use {low} or more")
     if args.timeout <= 0:
@@ -71,7 +71,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     models = load_models(args.models, args.name, int8=args.int8, device=resolve_device(args.device),
                          verify=not args.no_verify)
     settings = ServeSettings(api_key=key, max_body=args.max_body, max_queue=args.queue, max_batch=args.max_batch,
-                             batch_wait=args.batch_wait / 1000, timeout=args.timeout, max_tokens=args.max_tokens)
+                             batch_wait=args.batch_wait / 1000, timeout=args.timeout, max_tokens=args.max_tokens,
+                             workers=args.workers)
     app = create_app(models, settings)
     for served in models:
         print(f"serving {served.name} ({served.family}, {served.path}): {', '.join(served.routes())}", file=sys.stderr)
@@ -97,6 +98,8 @@ def args_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=32, help="rows per batch: prompts x n, or sentences")
     parser.add_argument("--batch-wait", type=float, default=5.0, help="milliseconds a batch waits for requests to "
                         "join it (default 5)")
+    parser.add_argument("--workers", type=int, default=1, help="batches of a model that may run at once, each in "
+                        "its own thread (default 1; with 2, a request need not wait for the running batch)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take before 504")
     parser.add_argument("--max-tokens", type=int, default=None, help="the most new tokens a request may ask for "
                         "(default: the model's context)")

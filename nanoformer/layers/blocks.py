@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ from nanoformer.layers.cache import KVCache, LayerCache
 from nanoformer.layers.feedforward import FeedForward
 from nanoformer.layers.masks import additive_mask
 from nanoformer.layers.norms import make_norm
+
+_DECODING_LOCK = threading.Lock()  # guards Decoder.decoding's depth count across threads
 from nanoformer.layers.positional import RotaryEmbedding, alibi_bias, alibi_slopes, apply_rotary
 
 
@@ -257,15 +260,17 @@ class Decoder(_Stack):
         than the ones the decoder builds (a wrapped projection, e.g. LoRA), training mode and
         the math attention path keep the module path. Nests.
         """
-        self._decoding_depth += 1
-        if self._decoding_depth == 1:
-            self._step_weights = self._look_up_step_weights()
+        with _DECODING_LOCK:  # a server may decode with one model in several threads
+            self._decoding_depth += 1
+            if self._decoding_depth == 1:
+                self._step_weights = self._look_up_step_weights()
         try:
             yield
         finally:
-            self._decoding_depth -= 1
-            if self._decoding_depth == 0:
-                self._step_weights = None
+            with _DECODING_LOCK:
+                self._decoding_depth -= 1
+                if self._decoding_depth == 0:
+                    self._step_weights = None
 
     def _look_up_step_weights(self) -> list[LayerWeights] | None:
         """Each layer's parameters for `decode_step`, or None where it would compute something else."""

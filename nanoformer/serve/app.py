@@ -48,7 +48,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
     """An ASGI app serving `models` (wrapped in the key, body-size and metrics guard)."""
     settings = settings or ServeSettings()
     metrics = Metrics()
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nanoformer-model")
+    executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="nanoformer-model")
     queues: dict[str, ModelQueue] = {}
     handlers = Handlers(models, queues, settings, metrics)
     policy = page_policy()
@@ -57,7 +57,8 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
     async def lifespan(app: Starlette):
         for served in models:
             queues[served.name] = ModelQueue(served.name, lambda jobs, served=served: run_batch(served, jobs), executor,
-                                             metrics, settings.max_queue, settings.max_batch, settings.batch_wait)
+                                             metrics, settings.max_queue, settings.max_batch, settings.batch_wait,
+                                             settings.workers)
             queues[served.name].start()
         try:
             yield

@@ -6,8 +6,10 @@ The queue's worker takes the oldest job, waits `batch_wait` seconds for others t
 runs every waiting job with that key, up to `max_batch` rows, as one call of `run` in the model
 thread. Batching is exact: a padded row decodes as it would alone (tests/test_properties.py).
 
-One thread runs every model (torch already spreads one product over the cores), so batches of
-different models queue for it in turn. A full queue refuses new jobs (429), and a job whose
+By default one thread runs every model (torch already spreads one product over the cores), so
+batches queue for it in turn. With `--workers N`, N batches of a model may run at once in N
+threads: a request that arrives during a batch starts its own instead of waiting for that one to
+end (each batch then gets fewer cores; the decoding loops share the model's weights read-only). A full queue refuses new jobs (429), and a job whose
 client left or whose time ran out is skipped, or ended at its next token (`cancelled`).
 """
 
@@ -47,7 +49,7 @@ class ModelQueue:
     """The jobs waiting for one model, and the worker that runs them in batches."""
 
     def __init__(self, name: str, run: Callable[[list[Job]], list[Any]], executor: Executor, metrics: Metrics,
-                 max_queue: int, max_batch: int, batch_wait: float) -> None:
+                 max_queue: int, max_batch: int, batch_wait: float, workers: int = 1) -> None:
         self.name = name
         self.run = run
         self.executor = executor
@@ -55,6 +57,7 @@ class ModelQueue:
         self.max_queue = max_queue
         self.max_batch = max_batch
         self.batch_wait = batch_wait
+        self.workers = workers  # batches of this model that may run at once
         self.pending: deque[Job] = deque()
         self.arrived = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -83,10 +86,16 @@ class ModelQueue:
                 job.future.set_exception(APIError(503, "the server is shutting down", code="shutting_down"))
 
     async def work(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Take batches while fewer than `workers` run; each runs in the model thread pool."""
+        running: set[asyncio.Task] = set()
         while True:
-            while not self.pending:
+            running = {task for task in running if not task.done()}
+            while not self.pending or len(running) >= self.workers:
                 self.arrived.clear()
+                if running and len(running) >= self.workers:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    running = {task for task in running if not task.done()}
+                    continue
                 await self.arrived.wait()
             first = self.pending[0]
             if first.key is not None and self.batch_wait > 0 and first.rows < self.max_batch:
@@ -97,24 +106,26 @@ class ModelQueue:
             for job in batch:
                 if job.given_up() and not job.future.done():
                     job.future.set_exception(APIError(504, "the request was given up before it ran", code="timeout"))
-            if not live:
-                continue
-            started = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self.executor, self.run, live)
-            except Exception as error:  # noqa: BLE001 - answered to each job of the batch
-                for job in live:
-                    if not job.future.done():
-                        job.future.set_exception(error)
-                continue
-            finally:
-                self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
-            self.metrics.batches.labels(self.name).inc()
-            self.metrics.jobs.labels(self.name).inc(len(live))
-            self.metrics.batch_rows.labels(self.name).observe(sum(job.rows for job in live))
-            for job, result in zip(live, results):
+            if live:
+                running.add(asyncio.get_running_loop().create_task(self.run_batch(live)))
+
+    async def run_batch(self, live: list[Job]) -> None:
+        started = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, live)
+        except Exception as error:  # noqa: BLE001 - answered to each job of the batch
+            for job in live:
                 if not job.future.done():
-                    job.future.set_result(result)
+                    job.future.set_exception(error)
+            return
+        finally:
+            self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
+        self.metrics.batches.labels(self.name).inc()
+        self.metrics.jobs.labels(self.name).inc(len(live))
+        self.metrics.batch_rows.labels(self.name).observe(sum(job.rows for job in live))
+        for job, result in zip(live, results):
+            if not job.future.done():
+                job.future.set_result(result)
 
     def take_batch(self) -> list[Job]:
         """The oldest job and every later one with its key, within max_batch rows (always at least one)."""

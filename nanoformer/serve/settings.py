@@ -15,3 +15,4 @@ class ServeSettings:
     timeout: float = 60.0  # seconds a request may take (504 beyond)
     max_tokens: int | None = None  # the most new tokens a request may ask for (default: the model's context)
     max_items: int = 256  # texts (or prompts) in one request
+    workers: int = 1  # batches that may run at once (each in its own thread)
