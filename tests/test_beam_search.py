@@ -442,3 +442,44 @@ def test_hf_greedy_equality_and_export_back(hf_pair):
         again = back.generate(input_ids=src, attention_mask=mask, num_beams=4, max_new_tokens=MAX_NEW,
                               bad_words_ids=[[PAD]], forced_eos_token_id=EOS, do_sample=False)
     assert torch.equal(ours.generate(src, MAX_NEW, mask, beam_size=4, bad_ids=[PAD], force_eos=True), again)
+
+
+def test_imported_generation_settings_are_the_translate_defaults(hf_pair, tmp_path):
+    """import-hf keeps a Marian model's generation_config (num_beams, max_length, bad_words_ids,
+    forced_eos_token_id); with those as defaults our translations equal Hugging Face's default
+    `generate()`, also for the sentences cut at the length limit; export-hf writes them back."""
+    import copy
+
+    import transformers
+
+    from nanoformer.api import load
+    from nanoformer.generation.translation import translate_ids
+    from nanoformer.interop.folders import export_hf, import_hf
+    from nanoformer.training.checkpoint import read_config
+
+    hf = copy.deepcopy(hf_pair[0])
+    hf.generation_config = transformers.GenerationConfig(
+        num_beams=4, max_length=9, bad_words_ids=[[PAD]], forced_eos_token_id=EOS, decoder_start_token_id=PAD,
+        pad_token_id=PAD, eos_token_id=EOS)
+    hf.save_pretrained(tmp_path / "hf")
+    checkpoint = import_hf(str(tmp_path / "hf"), tmp_path / "ours")
+    defaults = read_config(checkpoint)["generation"]
+    assert defaults == {"beam_size": 4, "length_penalty": 1.0, "max_len_a": 0.0, "max_len_b": 8, "bad_ids": [PAD],
+                        "force_eos": True}
+    model, _ = load(checkpoint)
+    cut = 0
+    for seed, lengths in ((30, (7, 3, 9, 5)), (31, (2, 11, 6))):
+        src, mask = padded_sources(seed, lengths)
+        with torch.no_grad():
+            theirs = hf.generate(input_ids=src, attention_mask=mask)  # its generation_config, nothing else
+        sources = [src[row, : int(mask[row].sum())].tolist() for row in range(src.shape[0])]
+        mine = translate_ids(model, sources, PAD, EOS, **{k: v for k, v in defaults.items()})
+        for row, tokens in enumerate(theirs[:, 1:].tolist()):
+            expected = tokens[: tokens.index(EOS)] if EOS in tokens else tokens
+            assert mine[row] == expected
+            cut += len(expected) == defaults["max_len_b"] - 1  # forced eos at the limit
+    assert cut > 0  # some sentences did reach the limit, where the defaults matter
+    back = export_hf(checkpoint, tmp_path / "back")
+    settings = transformers.GenerationConfig.from_pretrained(back)
+    assert (settings.num_beams, settings.max_length, settings.bad_words_ids, settings.forced_eos_token_id) == \
+        (4, 9, [[PAD]], EOS)

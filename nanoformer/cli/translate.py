@@ -16,7 +16,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from nanoformer.cli.common import DEVICES, add_load_arguments, load_checkpoint, require_arch
+from nanoformer.cli.common import (
+    DEVICES,
+    add_load_arguments,
+    load_checkpoint,
+    require_arch,
+)
 from nanoformer.data.text import decode_utf8
 from nanoformer.errors import UserError
 
@@ -71,6 +76,20 @@ def _show_warnings():
     warnings.simplefilter("always", UserWarning)
 
 
+BUILT_IN = {"beam_size": 4, "length_penalty": 1.0, "max_len_a": 1.5, "max_len_b": 10}
+
+
+def decoding_options(args: argparse.Namespace) -> dict:
+    """Beam size, length penalty and limits: the options given, else the checkpoint's `generation`
+    section (an imported Hugging Face model's settings, interop/generation.py), else ours."""
+    from nanoformer.training.checkpoint import read_config
+
+    saved = read_config(args.checkpoint).get("generation") or {}
+    options = {name: getattr(args, name) if getattr(args, name) is not None else saved.get(name, default)
+               for name, default in BUILT_IN.items()}
+    return {**options, "bad_ids": saved.get("bad_ids") or None, "force_eos": bool(saved.get("force_eos", False))}
+
+
 def cmd_translate(args: argparse.Namespace) -> None:
     from nanoformer.generation.translation import translate_texts
 
@@ -88,9 +107,9 @@ def cmd_translate(args: argparse.Namespace) -> None:
         _show_warnings()
         outputs = translate_texts(
             model, tokenizer, lines, source_tokenizer=_source_tokenizer(args.checkpoint, tokenizer),
-            beam_size=args.beam_size, length_penalty=args.length_penalty, batch_size=args.batch_size,
-            max_len_a=args.max_len_a, max_len_b=args.max_len_b, truncate=not args.no_truncate, progress=progress,
+            batch_size=args.batch_size, truncate=not args.no_truncate, progress=progress,
             where=lambda i: f"argument {i + 1}" if label == "argument" else f"{label}:{i + 1}",
+            **decoding_options(args),
         )
     _write_output(args.output, outputs)
 
@@ -179,10 +198,12 @@ def args_translate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="*", help="sentences to translate (default: read --input, or stdin)")
     parser.add_argument("--input", "-i", help="a text file, one sentence a line ('-' = stdin)")
     parser.add_argument("--output", "-o", help="write the translations here (atomically) instead of stdout")
-    parser.add_argument("--beam-size", type=int, default=4, help="beam size (1 = greedy)")
-    parser.add_argument("--length-penalty", type=float, default=1.0, help="length penalty alpha of beam search")
-    parser.add_argument("--max-len-a", type=float, default=1.5, help="generate at most a x source length + b tokens")
-    parser.add_argument("--max-len-b", type=int, default=10)
+    parser.add_argument("--beam-size", type=int, default=None,
+                        help="beam size, 1 = greedy (default: the checkpoint's generation settings, else 4)")
+    parser.add_argument("--length-penalty", type=float, default=None, help="length penalty alpha of beam search (1.0)")
+    parser.add_argument("--max-len-a", type=float, default=None,
+                        help="generate at most a x source length + b tokens (default a = 1.5, b = 10)")
+    parser.add_argument("--max-len-b", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
     parser.add_argument("--no-truncate", action="store_true", help="refuse sources longer than the model's positions")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -62,19 +62,23 @@ def translate_ids(
     max_len_b: int = 10,
     on_batch: Callable[[int], None] | None = None,
     max_new_tokens: int | None = None,
+    bad_ids: Sequence[int] | None = None,
+    force_eos: bool = False,
 ) -> list[list[int]]:
     """Target ids (no start token, cut at eos) for each non-empty source; [] for empty ones.
 
     A sentence of n source tokens gets at most floor(max_len_a * n + max_len_b) new tokens (the
     fairseq rule), within the model's positions and `max_new_tokens` when given. `on_batch(n)` is
-    told after each n sentences.
+    told after each n sentences. bad_ids are never generated; force_eos ends a sentence that
+    reaches its limit with eos (Hugging Face's `bad_words_ids`, `forced_eos_token_id`).
     """
     model.eval()
     device = next(model.parameters()).device
     max_positions = model.config.max_positions
     todo = sorted((i for i, s in enumerate(sources) if s), key=lambda i: len(sources[i]), reverse=True)
     results: list[list[int]] = [[] for _ in sources]
-    options = {"beam_size": beam_size, "length_penalty": length_penalty, "max_len_a": max_len_a, "max_len_b": max_len_b}
+    options = {"beam_size": beam_size, "length_penalty": length_penalty, "max_len_a": max_len_a, "max_len_b": max_len_b,
+               "bad_ids": bad_ids, "force_eos": force_eos}
     for start in range(0, len(todo), batch_size):
         rows = todo[start : start + batch_size]
         longest = max(len(sources[i]) for i in rows)
@@ -109,6 +113,8 @@ def translate_texts(
     truncate: bool = True,
     progress: bool = False,
     where: Callable[[int], str] | None = None,
+    bad_ids: Sequence[int] | None = None,
+    force_eos: bool = False,
 ) -> list[str]:
     """Translate each text; one output string per input, in the input order, never with newlines.
 
@@ -127,7 +133,8 @@ def translate_texts(
                dynamic_ncols=True)
     try:
         outputs = translate_ids(model, sources, tokenizer.pad_id, tokenizer.eos_id, beam_size, length_penalty,
-                                batch_size, max_len_a, max_len_b, on_batch=bar.update)
+                                batch_size, max_len_a, max_len_b, on_batch=bar.update, bad_ids=bad_ids,
+                                force_eos=force_eos)
     finally:
         bar.close()
     return [decode_translation(tokenizer, ids) for ids in outputs]

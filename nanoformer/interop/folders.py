@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nanoformer.errors import UserError
 from nanoformer.interop import from_hf, to_hf
+from nanoformer.interop.generation import SECTION, generation_from_hf, generation_to_hf
 from nanoformer.quantize import refuse_quantized
 from nanoformer.tokenizer import Tokenizer
 
@@ -53,22 +54,31 @@ def load_hf_tokenizer(source: str) -> Tokenizer | None:
 def import_hf(source: str, out: str | Path) -> Path:
     from nanoformer.training.checkpoint import save_checkpoint
 
-    model = from_hf(load_hf_model(source))
+    hf_model = load_hf_model(source)
+    model = from_hf(hf_model)
     tokenizer = load_hf_tokenizer(source)
     vocab = getattr(model.config, "tgt_vocab_size", model.config.vocab_size)
     if tokenizer is not None and not 1 < tokenizer.vocab_size <= max(vocab, model.config.vocab_size):
         tokenizer = None  # an empty stand-in that transformers builds for folders without tokenizer files
-    return save_checkpoint(out, model, {"model": model.config.to_dict(), "source": {"hf": str(source)}}, tokenizer)
+    config = {"model": model.config.to_dict(), "source": {"hf": str(source)}}
+    if model.config.arch == "encoder-decoder":
+        config[SECTION] = generation_from_hf(hf_model)
+    return save_checkpoint(out, model, config, tokenizer)
 
 
 def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     from nanoformer.api import load, resolve_checkpoint
+    from nanoformer.training.checkpoint import read_config
 
     model, tokenizer = load(checkpoint)
     refuse_quantized(model.config, "export-hf")
     out = Path(out)
-    to_hf(model).save_pretrained(out)
     folder = resolve_checkpoint(checkpoint)
+    hf_model = to_hf(model)
+    defaults = read_config(folder).get(SECTION)
+    if defaults and model.config.arch == "encoder-decoder":
+        generation_to_hf(defaults, hf_model)
+    hf_model.save_pretrained(out)
     if tokenizer is not None:
         shutil.copyfile(folder / "tokenizer.json", out / "tokenizer.json")
     return out
