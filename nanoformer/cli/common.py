@@ -16,13 +16,17 @@ def load_checkpoint(path: str, device: str = "cpu", int8: bool = False, verify: 
     verify: check the files against the checksums saved with them (training/checksums.py)."""
     import nanoformer
 
-    if int8 and resolve_device(device) != "cpu":
-        raise UserError(f"--int8 runs on the CPU's int8 kernels; drop --device {device} or --int8")
+    check_int8_device(int8, device)
     model, tokenizer = nanoformer.load(path, device=resolve_device(device), quantize="int8" if int8 else None,
                                        verify=verify)
     if tokenizer is None:
         raise UserError(f"{path}: the checkpoint has no tokenizer.json; text commands need one")
     return model, tokenizer
+
+
+def check_int8_device(int8: bool, device: str) -> None:
+    if int8 and resolve_device(device) != "cpu":
+        raise UserError(f"--int8 runs on the CPU's int8 kernels; drop --device {device} or --int8")
 
 
 def resolve_device(name: str) -> str:

@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 
-from nanoformer.cli.common import DEVICES, add_load_arguments, resolve_device
+from nanoformer.cli.common import DEVICES, add_load_arguments, check_int8_device, resolve_device
 from nanoformer.errors import UserError
 
 KEY_VARIABLE = "NANOFORMER_API_KEY"
@@ -65,8 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise UserError(f"--batch-wait {args.batch_wait}: use 0 or more milliseconds")
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UserError(f"--max-tokens {args.max_tokens}: use 1 or more (or leave it out: the model's context)")
-    if args.int8 and resolve_device(args.device) != "cpu":
-        raise UserError(f"--int8 runs on the CPU's int8 kernels; drop --device {args.device} or --int8")
+    check_int8_device(args.int8, args.device)
     check_port(args.host, args.port)
     models = load_models(args.models, args.name, int8=args.int8, device=resolve_device(args.device),
                          verify=not args.no_verify)

@@ -28,13 +28,14 @@ def generation_from_hf(hf_model: Any) -> dict[str, Any]:
         return default
 
     banned = [ids[0] for ids in (get("bad_words_ids", None) or []) if len(ids) == 1]
+    forced_eos = get("forced_eos_token_id", None)
     return {
         "beam_size": int(get("num_beams", 1)),
         "length_penalty": float(get("length_penalty", 1.0)),
         "max_len_a": 0.0,  # Hugging Face limits every sentence alike, not by its source length
         "max_len_b": int(get("max_length", 20)) - 1,  # max_length counts the start token
         "bad_ids": banned,
-        "force_eos": get("forced_eos_token_id", None) is not None and get("forced_eos_token_id", None) == config.eos_token_id,
+        "force_eos": forced_eos is not None and forced_eos == config.eos_token_id,
     }
 
 

@@ -34,9 +34,9 @@ from nanoformer.layers.cache import KVCache, LayerCache
 from nanoformer.layers.feedforward import FeedForward
 from nanoformer.layers.masks import additive_mask
 from nanoformer.layers.norms import make_norm
+from nanoformer.layers.positional import RotaryEmbedding, alibi_bias, alibi_slopes, apply_rotary
 
 _DECODING_LOCK = threading.Lock()  # guards Decoder.decoding's depth count across threads
-from nanoformer.layers.positional import RotaryEmbedding, alibi_bias, alibi_slopes, apply_rotary
 
 
 @dataclass

@@ -119,7 +119,4 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={APIError: api_error, HTTPException: http_error, Exception: server_error})
-    guarded = Guard(app, settings, metrics)
-    guarded.metrics = metrics
-    guarded.queues = queues
-    return guarded
+    return Guard(app, settings, metrics)

@@ -41,10 +41,6 @@ class Job:
         return self.cancelled or time.monotonic() > self.deadline
 
 
-class QueueFull(APIError):
-    pass
-
-
 class ModelQueue:
     """The jobs waiting for one model, and the worker that runs them in batches."""
 
@@ -64,7 +60,7 @@ class ModelQueue:
 
     def submit(self, job: Job) -> Job:
         if len(self.pending) >= self.max_queue:
-            raise QueueFull(429, f"model {self.name!r} has {len(self.pending)} requests waiting, its limit; "
+            raise APIError(429, f"model {self.name!r} has {len(self.pending)} requests waiting, its limit; "
                             "retry after a second", code="queue_full", headers={"Retry-After": "1"})
         self.pending.append(job)
         self.metrics.queue_depth.labels(self.name).set(len(self.pending))

@@ -75,8 +75,8 @@ class Handlers:
             raise APIError(400, f"max_tokens: {asked} is more than model {served.name!r} allows; use 1 to {limit}",
                            param="max_tokens", code="invalid_value")
 
-    def job(self, served: ServedModel, payload, key=None, rows: int = 1) -> Job:
-        job = Job(key, rows, payload, time.monotonic() + self.settings.timeout)
+    def job(self, served: ServedModel, payload, key=None, rows: int = 1, on_piece=None) -> Job:
+        job = Job(key, rows, payload, time.monotonic() + self.settings.timeout, on_piece=on_piece)
         job.future.add_done_callback(lambda f: f.cancelled() or f.exception())  # an abandoned error is not lost noise
         return self.queues[served.name].submit(job)
 
@@ -152,10 +152,9 @@ class Handlers:
         """Server-sent events as OpenAI streams them: a chunk per piece of text, then `data: [DONE]`."""
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue = asyncio.Queue()
-        job = Job(key, work.rows(), work, time.monotonic() + self.settings.timeout,
-                  on_piece=lambda index, text: loop.call_soon_threadsafe(pieces.put_nowait, (index, text)))
+        job = self.job(served, work, key, work.rows(),
+                       on_piece=lambda index, text: loop.call_soon_threadsafe(pieces.put_nowait, (index, text)))
         job.future.add_done_callback(lambda f: pieces.put_nowait(None))
-        self.queues[served.name].submit(job)
 
         def chunk(index: int, text: str, finish: str | None) -> str:
             data = {**head, "choices": [{"index": index, "text": text, "finish_reason": finish, "logprobs": None}]}

@@ -91,7 +91,7 @@ def run_completions(served: ServedModel, jobs: list[Job]) -> list[list[Continuat
         served.model, served.tokenizer, prompts, limits, stops, on_text=on_text,
         cancelled=lambda row: owners[row][0].given_up(),
         generator=generators if sampling.do_sample else None,
-        do_sample=sampling.do_sample, temperature=sampling.temperature if sampling.do_sample else 1.0,
+        do_sample=sampling.do_sample, temperature=sampling.temperature,
         top_k=sampling.top_k, top_p=sampling.top_p, repetition_penalty=sampling.repetition_penalty,
     )
     out: dict[int, list[Continuation]] = {id(job): [] for job in jobs}
@@ -130,12 +130,10 @@ def cross_attention(served: ServedModel, text: str, target_ids: list[int], layer
     result = extract_attention(served.model, served.tokenizer, text, target=decode_translation(served.tokenizer,
                                target_ids), source_tokenizer=served.source_tokenizer, target_ids=target_ids)
     cross = result.get("cross")
-    weights = cross.weights if layers == "all" else cross.weights[-1:]
-    weights = weights.mean(dim=1, keepdim=True) if heads == "mean" else weights
-    shaped = weights.double()
-    if heads == "mean":
-        shaped = shaped[:, 0]
+    weights = cross.weights.double()  # (layers, heads, targets, sources)
     if layers == "last":
-        shaped = shaped[0]
-    return {"source_tokens": cross.key_tokens, "target_tokens": cross.query_tokens, "attention": shaped.tolist(),
+        weights = weights[-1]
+    if heads == "mean":
+        weights = weights.mean(dim=-3)  # the heads' axis, with or without the layers'
+    return {"source_tokens": cross.key_tokens, "target_tokens": cross.query_tokens, "attention": weights.tolist(),
             "attention_layers": layers, "attention_heads": heads}

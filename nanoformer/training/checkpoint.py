@@ -182,12 +182,15 @@ def _is_checkpoint(path: Path) -> bool:
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """The `config.json` of a checkpoint (a run folder gives its best checkpoint's)."""
-    folder = resolve_checkpoint(path)
+    return _read_json(resolve_checkpoint(path) / CONFIG_FILE)
+
+
+def _read_json(file: Path) -> Any:
     try:
-        with open(folder / CONFIG_FILE, encoding="utf-8") as f:
+        with open(file, encoding="utf-8") as f:
             return json.load(f)
     except ValueError as error:
-        raise UserError(f"{folder / CONFIG_FILE}: not valid JSON ({error}); restore the checkpoint") from None
+        raise UserError(f"{file}: not valid JSON ({error}); restore the checkpoint") from None
 
 
 def load_model_state(path: str | Path, model: nn.Module, verify: bool = True) -> Path:
@@ -232,11 +235,7 @@ def read_trainer_state(path: str | Path) -> dict[str, Any]:
             "inference only; resume from the run's checkpoints/last instead"
         )
     verify_files(folder, [STATE_JSON, STATE_TENSORS])
-    try:
-        with open(folder / STATE_JSON, encoding="utf-8") as f:
-            saved = json.load(f)
-    except ValueError as error:
-        raise UserError(f"{folder / STATE_JSON}: not valid JSON ({error}); restore the checkpoint") from None
+    saved = _read_json(folder / STATE_JSON)
     if saved.get("format") != STATE_FORMAT:
         raise UserError(
             f"checkpoint {str(folder)!r}: trainer state format {saved.get('format')!r} is not "
