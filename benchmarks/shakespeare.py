@@ -2,16 +2,21 @@
 
 1. `nanogpt-cpu`: nanoGPT's CPU recipe (4 layers, 4 heads, 128 wide, context 64, batch 12,
    2000 iterations, lr 1e-3 with warm-up 100 and cosine to 1e-4, betas (0.9, 0.99), weight decay
-   0.1, dropout 0), for which nanoGPT reports a validation loss of about 1.88.
-2. `config`: configs/shakespeare_char.toml for its wall-clock budget (10 minutes), reporting the
+   0.1, dropout 0), for which nanoGPT reports a validation loss of about 1.88, run by our trainer.
+2. `race`: the recipe, then configs/shakespeare_char.toml (size = "auto") with max_time set to the
+   recipe's training time measured in the same run.
+3. `config`: configs/shakespeare_char.toml for its wall-clock budget (10 minutes), reporting the
    best validation loss.
-3. `gpu` (only when asked for, on a CUDA GPU): configs/shakespeare_char_gpu.toml, nanoGPT's 6 × 384
+4. `budgets` (--minutes 1 2 5 10 30): at each budget the auto run, and the rungs on either side of
+   the one it chose trained as fixed shapes for the same time: is the choice the best of them?
+5. `gpu` (only when asked for, on a CUDA GPU): configs/shakespeare_char_gpu.toml, nanoGPT's 6 × 384
    model (nanoGPT: val loss 1.4697), with its wall time, the training time at which the validation
    loss first reached 1.47, and MFU against a bf16 matmul peak measured in the same process.
 Each run's final model is also scored on the *whole* validation split (every token once), which
-is less noisy than the 20-batch estimate nanoGPT prints.
+is less noisy than the 20-batch estimate nanoGPT prints; that is the loss the comparisons use.
 
-    python benchmarks/shakespeare.py --out benchmarks/results.jsonl [--only nanogpt-cpu|config]
+    python benchmarks/shakespeare.py --out benchmarks/results.jsonl [--only nanogpt-cpu|race|config|budgets]
+    python benchmarks/shakespeare.py --only budgets --minutes 1 2 5 --out ...
     python benchmarks/shakespeare.py --only gpu --out ...      # on a GPU (benchmarks/gpu_check.sh)
 """
 
@@ -59,7 +64,8 @@ def full_validation_loss(run_dir: Path) -> dict:
     return {"full_val_loss": round(result.loss, 4), "full_val_tokens": result.tokens}
 
 
-def run(name: str, run_config, workdir: Path, out: str | None, peak_gflops: float | None = None) -> None:
+def run(name: str, run_config, workdir: Path, out: str | None, peak_gflops: float | None = None,
+        note: dict | None = None) -> dict:
     run_dir = workdir / name
     start = time.perf_counter()
     result = train(run_config, run_dir, progress=True)
@@ -78,8 +84,14 @@ def run(name: str, run_config, workdir: Path, out: str | None, peak_gflops: floa
             "reached_target_at": {"step": reached[0]["step"], "train_elapsed_s": round(reached[0]["elapsed_s"], 1)}
             if reached else None,
         }
+    saved = json.loads((run_dir / "checkpoints" / "last" / "config.json").read_text())
+    model = saved["model"]
     record = {
         "run": name,
+        **(note or {}),
+        "shape": f"{model['n_layers']}x{model['d_model']}-c{saved['data']['block_size']}",
+        "size": saved.get("size"),
+        "train_s": round(max(m.get("elapsed_s", 0.0) for m in metrics), 1),
         "steps": result.step,
         "stopped_by": result.stopped_by,
         "best_val_loss_estimate": round(result.best_val_loss, 4),
@@ -90,23 +102,55 @@ def run(name: str, run_config, workdir: Path, out: str | None, peak_gflops: floa
         **extra,
     }
     write_result("shakespeare", record, out)
+    return record
+
+
+def shipped(args, minutes: float | None = None, size: str | None = None):
+    """configs/shakespeare_char.toml (or --config), with a budget and a named rung if given."""
+    overrides = list(args.set)
+    if minutes is not None:
+        overrides.append(f"train.max_time={minutes * 60:g}s")
+    if size is not None:
+        overrides.append(f"model.size={size}")
+    return load_run_config(args.config or ROOT / "configs" / "shakespeare_char.toml", overrides)
+
+
+def budgets(args, workdir: Path) -> None:
+    """At each budget: the auto run, and the rungs beside its choice as fixed shapes for the same time."""
+    from nanoformer.recipes.ladders import LADDERS
+
+    names = [rung.name for rung in LADDERS["decoder"]]
+    for minutes in args.minutes:
+        auto = run(f"budget-{minutes:g}m-auto", shipped(args, minutes), workdir, args.out,
+                   note={"minutes": minutes, "auto": True})
+        chosen = names.index(auto["size"]["chosen"])
+        for index in (chosen - 1, chosen + 1):
+            if 0 <= index < len(names):
+                run(f"budget-{minutes:g}m-{names[index]}", shipped(args, minutes, names[index]), workdir, args.out,
+                    note={"minutes": minutes, "auto": False})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["nanogpt-cpu", "config", "gpu"])
+    parser.add_argument("--only", choices=["nanogpt-cpu", "race", "config", "budgets", "gpu"])
     parser.add_argument("--config", default=None, help="the config of the `config` or `gpu` run "
                         "(default: configs/shakespeare_char.toml, configs/shakespeare_char_gpu.toml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10, 30], help="budgets of `budgets`")
     parser.add_argument("--workdir", default=None, help="where runs go (default: a temporary folder)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="shakespeare-bench-"))
-    if args.only in (None, "nanogpt-cpu"):
-        run("nanogpt-cpu", build_run_config(NANOGPT_CPU), workdir, args.out)
+    if args.only in (None, "nanogpt-cpu", "race"):
+        recipe = run("nanogpt-cpu", build_run_config(NANOGPT_CPU), workdir, args.out)
+        if args.only != "nanogpt-cpu":
+            run("race", shipped(args, recipe["train_s"] / 60), workdir, args.out,
+                note={"anchor": "nanogpt-cpu", "anchor_train_s": recipe["train_s"], "anchor_wall_s": recipe["wall_s"],
+                      "anchor_full_val_loss": recipe["full_val_loss"]})
     if args.only in (None, "config"):
-        run("config", load_run_config(args.config or ROOT / "configs" / "shakespeare_char.toml", args.set), workdir,
-            args.out)
+        run("config", shipped(args), workdir, args.out)
+    if args.only in (None, "budgets"):
+        budgets(args, workdir)
     if args.only == "gpu":
         import torch
 

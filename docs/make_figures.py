@@ -65,7 +65,8 @@ FAMILIES = {
         "gpt",
         [Example("shakespeare_char.toml", "To be, or not to be")],
         share=0.3,
-        quick=TINY_MODEL + QUICK_TRAIN + ["model.max_positions=32", "data.block_size=32", "train.batch_size=4"],
+        quick=TINY_MODEL + QUICK_TRAIN + ["model.size=fixed", "model.max_positions=32", "data.block_size=32",
+                                          "train.batch_size=4"],
     ),
     "translation": Family(
         "translation",

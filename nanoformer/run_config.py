@@ -87,6 +87,8 @@ class RunConfig:
     source: Path | None = None  # the TOML file, for resolving relative paths
     extra: dict[str, Any] = field(default_factory=dict)
     data_kind: str = "lm"
+    # [model] size: "auto" (sized for max_time, recipes/budget.py), a rung's name, or "fixed" (None: the shape given)
+    size: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {"kind": self.data_kind, **dataclasses.asdict(self.data)}
@@ -136,6 +138,32 @@ def apply_init_from(model_values: dict[str, Any], source: Path | None = None) ->
         raise UserError(f"{where}: [model] init_from = {str(folder)!r} holds {base['quantization']} weights for "
                         "inference only; start from the float checkpoint it was quantized from")
     return {**base, **values}, folder
+
+
+# What [model] size = "auto" (or a rung's name) sets: a config that gives these too has two
+# answers to one question.
+SIZED_KEYS = {
+    "model": ("d_model", "n_layers", "n_heads", "d_ff", "max_positions"),
+    "data": ("block_size",),
+    "train": ("batch_size", "lr", "min_lr", "warmup_steps", "max_steps"),
+}
+
+
+def check_size_keys(size: Any, sections: dict[str, dict[str, Any]], where: str) -> None:
+    """`size` is "auto" or a rung's name, and the keys it sets are not given beside it."""
+    if not isinstance(size, str) or not size:
+        raise UserError(f"{where}: [model] size = {size!r}; expected 'auto', 'fixed' or the name of a rung such as "
+                        "'4x256-c128'")
+    for section, keys in SIZED_KEYS.items():
+        given = [key for key in keys if key in sections.get(section, {})]
+        if section == "train" and "max_time" not in sections.get("train", {}):  # a rung may run for a number of steps
+            given = [key for key in given if key != "max_steps"]
+        if given:
+            raise UserError(f"{where}: [model] size = {size!r} sets [{section}] {', '.join(given)}; remove "
+                            f"{'it' if len(given) == 1 else 'them'}, or remove `size` to fix the shape yourself")
+    if size == "auto" and "max_time" not in sections.get("train", {}):
+        raise UserError(f"{where}: [model] size = 'auto' sizes the model for [train] max_time; give one, e.g. "
+                        "--set train.max_time=10m")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -217,6 +245,13 @@ def build_run_config(
     choose_corpus(sections.get("data", {}), overridden, where)
     _known_keys("(top level)", sections, {"model", "data", "train"}, where)
 
+    size = sections.get("model", {}).pop("size", None)
+    if size == "fixed":  # the shape the config gives (`--set model.size=fixed` over a size = "auto" file)
+        size = None
+    if size is not None:
+        if "init_from" in sections.get("model", {}):
+            raise UserError(f"{where}: [model] size and init_from both say what the model is; keep one")
+        check_size_keys(size, sections, where)
     model_values, init_from = apply_init_from(dict(sections.get("model", {})), source)
     preset = model_values.pop("preset", None)
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
@@ -249,7 +284,7 @@ def build_run_config(
         raise UserError(f"{where}: train.best_metric = {train.best_metric!r}: only classifiers compute validation "
                         f"metrics besides the loss; a {kind!r} run keeps its best checkpoint by val_loss")
     extra = {"init_from": str(init_from)} if init_from is not None else {}
-    return RunConfig(model=model, data=data, train=train, source=source, data_kind=kind, extra=extra)
+    return RunConfig(model=model, data=data, train=train, source=source, data_kind=kind, extra=extra, size=size)
 
 
 def load_run_config(path: str | Path, overrides: list[str] = (), default_data_kind: str | None = None) -> RunConfig:

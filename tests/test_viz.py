@@ -263,6 +263,28 @@ def test_token_labels_are_readable(tokenizer):
     assert "".join(labels).replace("␣", "") == KOREAN.replace(" ", "")  # no mojibake of byte pieces
 
 
+def test_column_labels_stay_upright_and_apart():
+    """The note's words under the alignment's columns read upright (at most 45° when long) and do not overlap."""
+    from nanoformer.viz.heatmaps import _ticks, label_rotation
+    from nanoformer.viz.plotting import label_font, pyplot
+
+    words = ["나는", "학교에", "간다", "</s>"]
+    assert label_rotation(words) == 0
+    assert label_rotation(["Ġtransformation", "a"]) == 45
+    assert label_rotation(words * 6, width_in=1.4, fontsize=6) == 45  # 24 columns in a grid's small cell
+    plt = pyplot()
+    with label_font(words):
+        fig, ax = plt.subplots(figsize=(4.3, 3.0))  # plot_matrix's size for four columns
+        ax.imshow(torch.rand(3, 4).numpy())
+        _ticks(ax, ["I", "go", "to"], words, fontsize=10)
+        fig.canvas.draw()
+        labels = ax.get_xticklabels()
+        assert [label.get_rotation() for label in labels] == [0.0] * 4
+        boxes = [label.get_window_extent() for label in labels]
+        plt.close(fig)
+    assert all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:]))
+
+
 # ----------------------------------------------------------------------------- fonts
 
 def test_korean_labels_render_with_real_glyphs(tokenizer):
@@ -283,6 +305,13 @@ def test_korean_labels_render_with_real_glyphs(tokenizer):
     font = FT2Font(choice.path)
     assert all(font.get_char_index(ord(ch)) != 0 for ch in hangul)
     assert missing_glyphs(choice.path, hangul) == ""
+    # ... the glyphs are letters, not one "Hangul syllables" box for all (a last-resort font) ...
+    outlines = set()
+    for ch in "나는학교":
+        font.load_char(ord(ch))
+        vertices, _ = font.get_path()
+        outlines.add(vertices.tobytes())
+    assert len(outlines) == 4
     # ... matplotlib resolves the family we set to that file ...
     plt = pyplot()
     with label_font(labels):

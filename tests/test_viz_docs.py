@@ -53,9 +53,9 @@ def test_every_tour_figure_is_committed_and_small():
         assert path.stat().st_size < 200_000, f"{name} is {path.stat().st_size} bytes"
 
 
-@pytest.mark.slow
 def test_make_figures_driver_on_tiny_models(tmp_path):
-    """What `make figures` runs, with tiny models and 3 training steps per family (about a minute)."""
+    """What `make figures` runs, with tiny models and 3 training steps per family (about 30 s): in the
+    default suite, so a change that breaks the regeneration of the tour's figures fails `make test`."""
     data = os.environ.get("NANOFORMER_DATA") or str(ROOT.parent / "shared" / "data")
     if not Path(data, "tinyshakespeare").is_dir():
         pytest.skip("the standard corpora are not available offline (set NANOFORMER_DATA)")

@@ -30,6 +30,8 @@ COMMANDS = [
             "print a model's config and parameter table"),
     Command("train", general.args_train, general.cmd_train,
             "train a model from a TOML config"),
+    Command("plan", general.args_plan, general.cmd_plan,
+            "the model shape `train` would choose for a time budget on this machine, and its expected loss"),
     Command("evaluate", evaluate.args_evaluate, evaluate.cmd_evaluate,
             "evaluate a checkpoint: perplexity (GPT), BLEU/chrF (translation), MLM accuracy (BERT)"),
     Command("import-hf", general.args_import_hf, general.cmd_import_hf,

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from nanoformer.cli.common import add_run_arguments, run_training, train_overrides
+from nanoformer.cli.common import DEVICES, add_run_arguments, run_training, train_overrides
 from nanoformer.errors import UserError
 
 
@@ -46,6 +46,36 @@ def cmd_train(args: argparse.Namespace) -> None:
     from nanoformer.run_config import load_run_config
 
     run_training(load_run_config(args.config, train_overrides(args)), args)
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    """What `train` would choose for this budget on this machine, without training."""
+    from nanoformer.recipes.budget import LAWS, plan_budget
+    from nanoformer.recipes.lm import data_files, train_tokenizer
+    from nanoformer.run_config import load_run_config
+
+    run = load_run_config(args.config, train_overrides(args))
+    if run.size != "auto":
+        raise UserError(f"{args.config}: `plan` sizes a model for its budget; set [model] size = 'auto' "
+                        "(e.g. --set model.size=auto) and [train] max_time")
+    if run.data_kind != "lm":
+        raise UserError(f"{args.config}: size = 'auto' is fitted for GPT-style language models ([data] kind 'lm') "
+                        f"so far, not {run.data_kind!r}")
+    base_dir = run.source.parent if run.source else None
+    vocab_size = run.data.vocab_size
+    if run.data.tokenizer == "char":  # the characters of the text: cheap to count, and they set the output layer
+        vocab_size = train_tokenizer(run.data, data_files(run.data, base_dir)).vocab_size
+    candidates, best = plan_budget(run, vocab_size)
+    law = LAWS[run.model.arch]
+    print(f"budget {run.train.max_time} ({run.train.max_time_s:g}s of training); "
+          f"L(N, D) = {law.E:.3f} + {law.A:.4g}/N^{law.alpha:.3f} + {law.B:.4g}/D^{law.beta:.3f}")
+    print(f"{'':3}{'rung':<12} {'params':>10} {'ms/step':>8} {'steps':>7} {'tokens':>8} {'expected loss':>14}")
+    for c in candidates:
+        loss = f"{c.predicted_loss:.3f}" if c.predicted_loss is not None else "too few steps"
+        mark = "->" if c is best else ""
+        print(f"{mark:<3}{c.rung.name:<12} {c.rung.n_params:>10,} {c.step_s * 1000:>8.0f} {c.steps:>7} "
+              f"{c.tokens / 1e6:>7.2f}M {loss:>14}")
+    print(f"chosen: {best.rung.name} ({best.rung.describe()}), expected val loss {best.predicted_loss:.3f}")
 
 
 def cmd_import_hf(args: argparse.Namespace) -> None:
@@ -102,6 +132,12 @@ def args_info(parser: argparse.ArgumentParser) -> None:
 def args_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="a TOML file with [model], [data] and [train] sections (see configs/)")
     add_run_arguments(parser)
+
+
+def args_plan(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a TOML config with [model] size = 'auto' and [train] max_time")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--device", choices=DEVICES, help="shorthand for --set train.device=...")
 
 
 def args_import_hf(parser: argparse.ArgumentParser) -> None:

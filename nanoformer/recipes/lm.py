@@ -15,6 +15,7 @@ from nanoformer.data.lm import LMData
 from nanoformer.data.text import resolve_text_files
 from nanoformer.errors import UserError
 from nanoformer.models import DecoderModel
+from nanoformer.recipes.budget import size_for_budget
 from nanoformer.run_config import DataConfig, RunConfig
 from nanoformer.tokenizer import Tokenizer
 from nanoformer.training.contracts import FitResult
@@ -67,6 +68,10 @@ def train_tokenizer(data: DataConfig, files: list[Path]) -> Tokenizer:
     raise UserError(f"[data] tokenizer = {data.tokenizer!r} is not available for language models; use 'char' or 'bpe'")
 
 
+def _quiet(*_: object) -> None:
+    pass
+
+
 def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
              pause_after_s: float | None = None) -> FitResult:
     run_dir = Path(run_dir)
@@ -82,6 +87,7 @@ def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress
             run_dir.mkdir(parents=True, exist_ok=True)
             tokenizer.save(tokenizer_path)
 
+    run = size_for_budget(run, run_dir, tokenizer.vocab_size, resume=resume, log=print if rank == 0 else _quiet)
     if run.model.max_positions < run.data.block_size:
         raise UserError(
             f"[data] block_size = {run.data.block_size} exceeds [model] max_positions = {run.model.max_positions}; "
@@ -109,7 +115,8 @@ def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress
         run_dir,
         tokenizer=tokenizer,
         # The resolved files too, so `evaluate` finds the text wherever it is run from.
-        extra_config={"data": {**run.to_dict()["data"], "files": [str(f) for f in files]}},
+        extra_config={"data": {**run.to_dict()["data"], "files": [str(f) for f in files]},
+                      **({"size": run.extra["size"]} if "size" in run.extra else {})},
         resume=resume,
         progress=progress,
     )

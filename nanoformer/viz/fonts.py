@@ -45,12 +45,18 @@ def has_hangul(texts) -> bool:
 
 
 def font_covers(path: str, text: str) -> bool:
-    """Whether the font file has a glyph for every non-space character of `text`."""
+    """Whether the font file has a glyph for every non-space character of `text`.
+
+    A "last resort" font (matplotlib 3.10+ ships LastResortHE) maps every code point to a box
+    naming its Unicode block: it covers everything and shows nothing, so it never counts.
+    """
     from matplotlib.ft2font import FT2Font
 
     try:
         font = FT2Font(str(path))
     except (OSError, RuntimeError, ValueError):
+        return False
+    if "last resort" in f"{font.family_name} {os.path.basename(str(path))}".lower().replace("lastresort", "last resort"):
         return False
     return all(font.get_char_index(ord(ch)) != 0 for ch in set(text) if not ch.isspace())
 
@@ -92,7 +98,8 @@ def find_korean_font() -> FontChoice | None:
         if font_covers(entry.fname, HANGUL_SAMPLE):
             return FontChoice(entry.name, entry.fname)
     # Fonts installed after matplotlib built its cache are not in ttflist yet.
-    for path in sorted(font_manager.findSystemFonts(), key=lambda p: (_rank(os.path.basename(p)), p)):
+    for path in sorted(font_manager.findSystemFonts(),
+                       key=lambda p: (_rank(os.path.basename(p)), "bold" in p.lower(), p)):
         if path not in tried and font_covers(path, HANGUL_SAMPLE):
             return _register(path)
     return None

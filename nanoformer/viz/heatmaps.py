@@ -20,10 +20,34 @@ LABEL_LIMIT = 24  # grids label their axes up to this many tokens
 ANNOTATE_LIMIT = 12  # single maps print the weights up to this many tokens
 
 
+SHORT_LABEL = 4  # characters: "학교에", "school" fit under their column upright
+
+
+def _label_inches(label: str, fontsize: float) -> float:
+    """A label's printed width, roughly: a Hangul or CJK character is about 1 em, others about 0.6."""
+    ems = sum(1.0 if ord(ch) >= 0x1100 else 0.6 for ch in label.strip()) + 0.4  # and a little space
+    return ems * fontsize / 72
+
+
+def label_rotation(labels: list[str], width_in: float | None = None, fontsize: float = 10) -> int:
+    """Degrees to turn the column labels: none when every label is short and all fit the axis'
+    width (a reader reads 나 / 는 / 학교에 / 간다 upright), else 45; never 90, which turns Hangul
+    into sideways glyphs."""
+    short = max((len(label.strip()) for label in labels), default=0) <= SHORT_LABEL
+    fits = width_in is None or max((_label_inches(label, fontsize) for label in labels), default=0) * len(labels) <= width_in
+    return 0 if short and fits else 45
+
+
+def _column_labels(ax, cols: list[str], fontsize: float) -> None:
+    width_in = ax.get_position().width * ax.figure.get_figwidth()
+    rotation = label_rotation(cols, width_in, fontsize)
+    ax.set_xticks(range(len(cols)), cols, fontsize=fontsize, rotation=rotation,
+                  ha="right" if rotation else "center", rotation_mode="anchor")
+
+
 def _ticks(ax, rows: list[str], cols: list[str], fontsize: float) -> None:
     ax.set_yticks(range(len(rows)), rows, fontsize=fontsize)
-    rotate = 90 if max((len(c) for c in cols), default=0) > 2 else 0
-    ax.set_xticks(range(len(cols)), cols, fontsize=fontsize, rotation=rotate)
+    _column_labels(ax, cols, fontsize)
 
 
 def plot_grid(m: AttentionMap, path: str | Path, title: str | None = None) -> Path:
@@ -51,7 +75,7 @@ def plot_grid(m: AttentionMap, path: str | Path, title: str | None = None) -> Pa
                     if labelled:
                         ax.set_yticks(range(n_q), m.query_tokens, fontsize=6)
                 if layer == n_layers - 1 and labelled:
-                    ax.set_xticks(range(n_k), m.key_tokens, fontsize=6, rotation=90)
+                    _column_labels(ax, m.key_tokens, fontsize=6)
         fig.suptitle(title or f"{m.title}: {n_layers} layers × {n_heads} heads (rows: queries, columns: keys)",
                      fontsize=10)
         fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")

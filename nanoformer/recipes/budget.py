@@ -1,0 +1,223 @@
+"""Sizing a model for the minutes a user has: `[model] size = "auto"` with `[train] max_time`.
+
+A time budget buys steps, and the best model for it is neither the largest nor the smallest: a big
+model learns more per token but sees few tokens, a small one sees many but saturates. The rule:
+
+1. measure how long one training step of each rung of the family's ladder takes on this machine
+   (`speed_probe.py`, a few seconds: CPUs differ by 3x and more);
+2. the steps each rung fits into the budget give its tokens D; its parameters are N;
+3. predict each rung's validation loss from the family's scaling law L(N, D) (`scaling_law.py`,
+   fitted to a study on the shipped corpora: `benchmarks/scaling_study.py`), and take the lowest.
+
+The choice is recorded in RUN/size.json and the checkpoints' config, so `--resume` and re-runs
+into the same folder train the same shape; `size = "4x256-c128"` names a rung directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nanoformer.errors import UserError
+from nanoformer.recipes import speed_probe
+from nanoformer.recipes.ladders import LADDERS, Rung
+from nanoformer.recipes.scaling_law import ScalingLaw
+from nanoformer.run_config import RunConfig
+from nanoformer.training.config import TrainConfig
+from nanoformer.training.distributed import dist_info_from_env
+
+MIN_STEPS = 100  # fewer updates than this is warm-up and noise, whatever the shape
+SIZE_FILE = "size.json"
+
+
+# L(N, D) per family, written by `python benchmarks/scaling_study.py --fit` (docs/benchmarks.md,
+# "Budget-aware training"), with the corpus, the runs and the machine it was fitted on.
+LAWS_FILE = Path(__file__).with_name("scaling_laws.json")
+
+
+def _read_laws() -> dict[str, ScalingLaw]:
+    if not LAWS_FILE.is_file():
+        return {}
+    fitted = json.loads(LAWS_FILE.read_text(encoding="utf-8"))
+    return {arch: ScalingLaw(**{key: entry[key] for key in ("E", "A", "alpha", "B", "beta")})
+            for arch, entry in fitted.items()}
+
+
+LAWS: dict[str, ScalingLaw] = _read_laws()
+
+
+def ladder_for(arch: str, where: str = "config") -> tuple[Rung, ...]:
+    if arch not in LADDERS:
+        raise UserError(f"{where}: [model] size = 'auto' has no fitted rule for arch {arch!r} yet (only "
+                        f"{', '.join(LADDERS)}); remove `size` and give the shape")
+    return LADDERS[arch]
+
+
+def find_rung(arch: str, name: str, where: str = "config") -> Rung:
+    ladder = ladder_for(arch, where)
+    for rung in ladder:
+        if rung.name == name:
+            return rung
+    raise UserError(f"{where}: [model] size = {name!r}; expected 'auto' or one of {', '.join(r.name for r in ladder)}")
+
+
+def warmup_for(steps: int) -> int:
+    """5% of the run, as nanoGPT's 100 of 2,000, at most 100 updates and at least 10."""
+    return max(10, min(100, steps // 20))
+
+
+def eval_overhead(train: TrainConfig) -> float:
+    """The fraction a step's time grows by through evaluation: eval_batches forward passes (a third
+    of a training step each) every eval_interval steps."""
+    return train.eval_batches / (3.0 * train.eval_interval)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    rung: Rung
+    step_s: float  # one training step, measured
+    steps: int  # what the budget buys
+    predicted_loss: float | None  # None: too few steps to count
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * self.rung.tokens_per_step
+
+
+def rank_rungs(ladder: tuple[Rung, ...], law: ScalingLaw, budget_s: float, step_s: dict[str, float],
+               overhead: float = 0.0) -> list[Candidate]:
+    """Every measured rung with the steps `budget_s` buys it and the loss the law expects.
+
+    A pure function of its arguments: the same measurements and budget give the same choice.
+    """
+    candidates = []
+    for rung in ladder:
+        if rung.name not in step_s:
+            continue
+        steps = int(budget_s / (step_s[rung.name] * (1.0 + overhead)))
+        loss = law.predict(rung.n_params, steps * rung.tokens_per_step) if steps >= MIN_STEPS else None
+        candidates.append(Candidate(rung, step_s[rung.name], steps, loss))
+    return candidates
+
+
+def choose(candidates: list[Candidate], budget_s: float) -> Candidate:
+    """The candidate with the lowest expected loss (the smaller rung on a tie); none fits: a one-line error."""
+    fitting = [c for c in candidates if c.predicted_loss is not None]
+    if not fitting:
+        smallest = candidates[0]
+        need = MIN_STEPS * smallest.step_s
+        raise UserError(f"[train] max_time = {budget_s:g}s is too short for any model: the smallest ({smallest.rung.describe()}) "
+                        f"needs {need:.0f}s for {MIN_STEPS} steps on this machine; give at least {need:.0f}s")
+    return min(fitting, key=lambda c: c.predicted_loss)
+
+
+def apply_rung(run: RunConfig, rung: Rung, steps: int | None) -> RunConfig:
+    """`run` with the rung's shape, batch and rates; `steps`: the updates expected (sets the warm-up)."""
+    model = run.model.replace(d_model=rung.d_model, n_layers=rung.n_layers, n_heads=rung.n_heads, d_ff=rung.d_ff,
+                              max_positions=rung.context)
+    data = dataclasses.replace(run.data, block_size=rung.context)
+    expected = steps if steps is not None else (run.train.max_steps if run.train.max_time is None else 2000)
+    train = {**run.train.to_dict(), "batch_size": rung.batch_size, "lr": rung.lr, "min_lr": rung.lr / 10,
+             "warmup_steps": warmup_for(expected)}
+    if run.train.max_time is not None:
+        train["max_steps"] = 10 * expected + 1000  # the clock ends the run; steps only bound it
+    return dataclasses.replace(run, model=model, data=data, train=TrainConfig.from_dict(train))
+
+
+def read_size_record(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / SIZE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path}: not the JSON that `size = 'auto'` writes; delete it to measure the machine again") from None
+
+
+def write_size_record(run_dir: Path, record: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / SIZE_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def plan_budget(run: RunConfig, vocab_size: int) -> tuple[list[Candidate], Candidate]:
+    """Measure this machine, rank the family's rungs for run.train.max_time, and pick one."""
+    where = str(run.source) if run.source else "config"
+    arch, budget_s = run.model.arch, run.train.max_time_s
+    ladder = ladder_for(arch, where)
+    law = LAWS.get(arch)
+    if law is None:
+        raise UserError(f"{where}: [model] size = 'auto' has no fitted scaling law for arch {arch!r}; name a rung "
+                        f"({', '.join(r.name for r in ladder)}) or remove `size`")
+    if budget_s is None:
+        raise UserError(f"{where}: [model] size = 'auto' sizes the model for [train] max_time; give one")
+    step_s = speed_probe.probe_step_times(run, ladder, vocab_size, stop_after_s=budget_s / MIN_STEPS)
+    candidates = rank_rungs(ladder, law, budget_s, step_s, eval_overhead(run.train))
+    return candidates, choose(candidates, budget_s)
+
+
+def size_for_budget(run: RunConfig, run_dir: Path, vocab_size: int, resume: bool = False,
+                    log=print) -> RunConfig:
+    """The run with its shape chosen (size = "auto"), or named (size = a rung); unchanged without `size`.
+
+    A recorded choice (RUN/size.json) is reused when resuming, and by a fresh run into the same
+    folder with the same budget, so neither depends on how fast the machine is today.
+    """
+    if run.size is None:
+        return run
+    where = str(run.source) if run.source else "config"
+    arch, budget_s = run.model.arch, run.train.max_time_s
+    if run.size != "auto":
+        rung = find_rung(arch, run.size, where)
+        steps = None
+        if budget_s is not None and not dist_info_from_env().enabled:  # ranks must agree: no probe under torchrun
+            step_s = speed_probe.probe_step_times(run, [rung], vocab_size)[rung.name]
+            steps = int(budget_s / (step_s * (1.0 + eval_overhead(run.train))))
+        log(f"size {rung.name}: {rung.describe()}")
+        return _recorded(apply_rung(run, rung, steps), {"size": run.size, "chosen": rung.name, "expected_steps": steps})
+
+    record = read_size_record(run_dir)
+    if record is not None and (resume or record.get("budget_s") == budget_s):
+        rung = find_rung(arch, record["chosen"], f"{run_dir / SIZE_FILE}")
+        log(f"size auto: {rung.describe()} (recorded in {run_dir / SIZE_FILE}, not measured again)")
+        return _recorded(apply_rung(run, rung, record["expected_steps"]), record)
+    if dist_info_from_env().enabled:
+        raise UserError(f"{where}: [model] size = 'auto' measures one process; under torchrun name the rung that "
+                        "`nanoformer plan` prints (--set model.size=...)")
+    if resume:
+        raise UserError(f"{run_dir}: resuming a size = 'auto' run needs the choice it recorded in {SIZE_FILE}, "
+                        "which is missing; resume with the shape fixed, or start a new run")
+    started = time.perf_counter()
+    candidates, best = plan_budget(run, vocab_size)
+    probe_s = time.perf_counter() - started
+    log(f"size auto for {budget_s:g}s: {best.rung.name} ({best.rung.describe()}); {best.step_s * 1000:.0f} ms a "
+        f"step (measured in {probe_s:.0f}s), ~{best.steps} steps, expected val loss {best.predicted_loss:.3f}; "
+        f"recorded in {run_dir / SIZE_FILE} (the same shape elsewhere: --set model.size={best.rung.name})")
+    record = {"size": "auto", "budget_s": budget_s, "chosen": best.rung.name, "expected_steps": best.steps,
+              "predicted_val_loss": round(best.predicted_loss, 4), "law": LAWS[arch].to_dict(),
+              "step_s": {c.rung.name: round(c.step_s, 5) for c in candidates}, "probe_s": round(probe_s, 1),
+              "machine": machine_summary()}
+    write_size_record(run_dir, record)
+    return _recorded(apply_rung(run, best.rung, best.steps), record)
+
+
+def _recorded(run: RunConfig, record: dict[str, Any]) -> RunConfig:
+    """The run, carrying the choice into its checkpoints' config (the "size" section)."""
+    return dataclasses.replace(run, extra={**run.extra, "size": record})
+
+
+def machine_summary() -> dict[str, Any]:
+    import torch
+
+    from nanoformer.kernels.cpu import cpu_field
+    from nanoformer.kernels.gemm import gemm_backend
+
+    return {"cpu": cpu_field("model name"), "family_model": f"{cpu_field('cpu family')}/{cpu_field('model')}",
+            "threads": torch.get_num_threads(), "gemm": gemm_backend()}

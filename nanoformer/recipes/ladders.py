@@ -1,0 +1,55 @@
+"""The shapes a family's model may take when `size = "auto"` chooses one: its ladder of rungs.
+
+A rung is a whole recipe, not only a shape: depth, width, heads, context, the batch it trains on
+and its peak learning rate, because the best rate and batch change with the width. The budget
+rule (budget.py) picks one rung; the scaling study (benchmarks/scaling_study.py) trains them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One shape of a family's ladder, with the batch and peak learning rate it trains at."""
+
+    name: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    context: int
+    batch_size: int
+    lr: float
+
+    @property
+    def d_ff(self) -> int:
+        return 4 * self.d_model
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.context
+
+    @property
+    def n_params(self) -> int:
+        """Non-embedding parameters, as the scaling law counts them: attention, FFN and norms of each layer."""
+        d, f = self.d_model, self.d_ff
+        per_layer = (4 * d * d + 4 * d) + (2 * d * f + f + d) + 4 * d
+        return self.n_layers * per_layer
+
+    def describe(self) -> str:
+        return f"{self.n_layers} x {self.d_model}, context {self.context}, batch {self.batch_size}, lr {self.lr:g}"
+
+
+# Decoder-only language models. Every rung trains on 2,048 tokens a step, so a budget's steps grow
+# with its speed alone. Peak rates are set by hand (2e-3 is the shipped config's for 4 x 256;
+# wider models take lower ones, as nanoGPT's 6 x 384 at 1e-3); the law is fitted with these rates.
+DECODER_LADDER: tuple[Rung, ...] = (
+    Rung("2x64-c64", 2, 64, 2, 64, 32, 3e-3),
+    Rung("4x128-c64", 4, 128, 4, 64, 32, 3e-3),
+    Rung("4x192-c128", 4, 192, 4, 128, 16, 2.5e-3),
+    Rung("4x256-c128", 4, 256, 4, 128, 16, 2e-3),
+    Rung("6x384-c256", 6, 384, 6, 256, 8, 1.5e-3),
+    Rung("8x512-c256", 8, 512, 8, 256, 8, 1e-3),
+)
+LADDERS: dict[str, tuple[Rung, ...]] = {"decoder": DECODER_LADDER}

@@ -1,0 +1,195 @@
+"""`size = "auto"`: the fitted law, the choice it makes from measured step times, its record, and its errors.
+
+The probe (a few seconds of real steps) is replaced by fixed step times where a test is about
+the choice, so the choice is checked as the pure function of (speed, budget) it must be.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+import nanoformer.recipes.speed_probe as speed_probe
+from nanoformer.cli import main
+from nanoformer.errors import UserError
+from nanoformer.recipes import budget, train
+from nanoformer.recipes.budget import MIN_STEPS, choose, rank_rungs
+from nanoformer.recipes.ladders import DECODER_LADDER
+from nanoformer.recipes.scaling_law import LossPoint, ScalingLaw, fit_scaling_law
+from nanoformer.run_config import build_run_config, load_run_config
+
+LAW = ScalingLaw(E=1.2, A=40.0, alpha=0.35, B=600.0, beta=0.45)
+
+
+def step_times(speed: float) -> dict[str, float]:
+    """Step times proportional to each rung's work, on a machine of `speed` (larger: faster)."""
+    return {r.name: (6 * r.n_params + 2e4) * r.tokens_per_step / (speed * 1e9) for r in DECODER_LADDER}
+
+
+def test_fit_recovers_the_law_that_made_the_points():
+    rng = random.Random(0)
+    points = []
+    for n in (1e5, 4e5, 1.2e6, 3e6, 1e7):
+        for d in (3e5, 1e6, 3e6, 9e6):
+            points.append(LossPoint(n, d, LAW.predict(n, d) * math.exp(rng.gauss(0, 0.002))))
+    fitted = fit_scaling_law(points)
+    for n, d in ((2e5, 5e5), (5e6, 2e6), (2e7, 2e7)):  # inside and a little beyond the grid
+        assert fitted.predict(n, d) == pytest.approx(LAW.predict(n, d), rel=0.01)
+    assert fitted.alpha == pytest.approx(LAW.alpha, abs=0.1) and fitted.beta == pytest.approx(LAW.beta, abs=0.1)
+    with pytest.raises(ValueError, match="at least 5"):
+        fit_scaling_law(points[:4])
+
+
+def test_the_choice_is_a_function_of_speed_and_budget():
+    times = step_times(speed=20)
+    first = choose(rank_rungs(DECODER_LADDER, LAW, 600, times), 600)
+    again = choose(rank_rungs(DECODER_LADDER, LAW, 600, dict(times)), 600)
+    assert first == again
+    candidates = rank_rungs(DECODER_LADDER, LAW, 600, times)
+    assert first.predicted_loss == min(c.predicted_loss for c in candidates if c.predicted_loss is not None)
+    assert first.steps == int(600 / times[first.rung.name])
+
+
+def test_more_time_or_a_faster_machine_buys_a_larger_model():
+    order = [r.name for r in DECODER_LADDER]
+    sizes = [order.index(choose(rank_rungs(DECODER_LADDER, LAW, t, step_times(20)), t).rung.name)
+             for t in (30, 120, 600, 3600, 36000)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    slow = choose(rank_rungs(DECODER_LADDER, LAW, 600, step_times(5)), 600).rung.name
+    fast = choose(rank_rungs(DECODER_LADDER, LAW, 600, step_times(500)), 600).rung.name
+    assert order.index(slow) < order.index(fast)
+
+
+def test_a_budget_too_small_for_any_model_is_one_line():
+    times = step_times(speed=20)
+    budget_s = 0.5 * MIN_STEPS * times[DECODER_LADDER[0].name]
+    with pytest.raises(UserError, match="too short for any model") as error:
+        choose(rank_rungs(DECODER_LADDER, LAW, budget_s, times), budget_s)
+    assert "\n" not in str(error.value) and "give at least" in str(error.value)
+
+
+TEXT = "".join(random.Random(1).choice(["to be ", "or not ", "that is ", "the question.\n", "whether "])
+               for _ in range(3000))
+
+
+def tiny_sections(folder: Path, **train) -> dict:
+    (folder / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    return {
+        "model": {"arch": "decoder", "size": "auto", "dropout": 0.0, "positional": "learned"},
+        "data": {"path": str(folder / "corpus.txt"), "tokenizer": "char"},
+        "train": {"max_time": "4s", "eval_interval": 40, "eval_batches": 2, "log_interval": 10, "device": "cpu",
+                  **train},
+    }
+
+
+@pytest.fixture
+def fixed_machine(monkeypatch):
+    """The decoder law and a probe that 'measures' fixed step times; counts its calls."""
+    calls = []
+
+    def probe(run, rungs, vocab_size, steps=3, stop_after_s=None):
+        calls.append([r.name for r in rungs])
+        return {r.name: {"2x64-c64": 0.01}.get(r.name, 10.0) for r in rungs}
+
+    monkeypatch.setitem(budget.LAWS, "decoder", LAW)
+    monkeypatch.setattr(speed_probe, "probe_step_times", probe)
+    return calls
+
+
+def test_the_choice_is_recorded_and_reused_on_resume(tmp_path, fixed_machine, capsys):
+    run_dir = tmp_path / "run"
+    run = build_run_config(tiny_sections(tmp_path))
+    first = train(run, run_dir, progress=False, pause_after_s=1.0)
+    assert first.stopped_by == "pause" and len(fixed_machine) == 1
+    record = json.loads((run_dir / "size.json").read_text())
+    assert record["chosen"] == "2x64-c64" and record["budget_s"] == 4.0
+    assert record["expected_steps"] == int(4.0 / (0.01 * (1 + 2 / (3 * 40))))
+    assert "size auto for 4s: 2x64-c64" in capsys.readouterr().out
+
+    # The machine is "faster" now; a resumed run still trains the shape it recorded.
+    budget.LAWS["decoder"] = ScalingLaw(E=1.0, A=1e4, alpha=0.1, B=1.0, beta=0.5)  # would pick the largest
+    result = train(run, run_dir, resume=True, progress=False)
+    assert result.stopped_by == "max_time" and len(fixed_machine) == 1  # not measured again
+    saved = json.loads((run_dir / "checkpoints" / "last" / "config.json").read_text())
+    assert saved["model"]["d_model"] == 64 and saved["model"]["n_layers"] == 2
+    assert saved["train"]["batch_size"] == 32 and saved["train"]["lr"] == 3e-3
+    assert saved["size"]["chosen"] == "2x64-c64"
+
+
+def test_resuming_without_the_record_is_refused(tmp_path, fixed_machine):
+    run = build_run_config(tiny_sections(tmp_path))
+    train(run, tmp_path / "run", progress=False, pause_after_s=0.5)
+    (tmp_path / "run" / "size.json").unlink()
+    with pytest.raises(UserError, match="size.json"):
+        train(run, tmp_path / "run", resume=True, progress=False)
+
+
+def test_a_named_rung_trains_that_shape_for_max_steps(tmp_path, fixed_machine):
+    sections = tiny_sections(tmp_path)
+    sections["model"]["size"] = "4x128-c64"
+    del sections["train"]["max_time"]
+    sections["train"]["max_steps"] = 3
+    run = build_run_config(sections)
+    result = train(run, tmp_path / "run", progress=False)
+    assert result.step == 3 and fixed_machine == []  # no budget, nothing to measure
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "last" / "config.json").read_text())
+    assert (saved["model"]["d_model"], saved["model"]["n_layers"], saved["data"]["block_size"]) == (128, 4, 64)
+    assert saved["train"]["warmup_steps"] == 10
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["model"].update(d_model=256), "sets [model] d_model"),
+    (lambda s: s["train"].update(lr=1e-3), "sets [train] lr"),
+    (lambda s: s["train"].update(max_steps=50), "sets [train] max_steps"),
+    (lambda s: s["data"].update(block_size=64), "sets [data] block_size"),
+    (lambda s: s["train"].pop("max_time"), "sizes the model for [train] max_time"),
+    (lambda s: s["model"].update(size="huge"), "expected 'auto' or one of"),
+    (lambda s: s["model"].update(size=3), "expected 'auto', 'fixed' or the name of a rung"),
+])
+def test_conflicting_or_unknown_sizes_are_one_line_errors(tmp_path, change, message, fixed_machine):
+    sections = tiny_sections(tmp_path)
+    change(sections)
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")) as error:
+        train(build_run_config(sections), tmp_path / "run", progress=False)
+    assert "\n" not in str(error.value)
+
+
+def test_cli_plan_prints_the_choice_and_train_refuses_a_tiny_budget(tmp_path, fixed_machine, capsys):
+    tiny_sections(tmp_path)  # writes the corpus
+    config = tmp_path / "auto.toml"
+    config.write_text('[model]\narch = "decoder"\nsize = "auto"\n[data]\npath = "corpus.txt"\ntokenizer = "char"\n'
+                      '[train]\nmax_time = "10m"\ndevice = "cpu"\n', encoding="utf-8")
+    assert main(["plan", str(config)]) == 0
+    out = capsys.readouterr().out
+    expected = choose(rank_rungs(DECODER_LADDER, LAW, 600, {"2x64-c64": 0.01, "4x128-c64": 10.0},
+                                 budget.eval_overhead(load_run_config(config).train)), 600)
+    assert f"chosen: {expected.rung.name}" in out and "-> 2x64-c64" in out
+    assert main(["train", str(config), "--set", "train.max_time=0.5s", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "too short for any model" in err and len(err.splitlines()) == 1
+
+
+def test_the_probe_measures_real_steps_and_leaves_the_seed_alone(tmp_path):
+    run = build_run_config({**tiny_sections(tmp_path), "model": {"arch": "decoder", "dropout": 0.0}})
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    times = speed_probe.probe_step_times(run, DECODER_LADDER[:2], vocab_size=40, steps=2)
+    assert list(times) == ["2x64-c64", "4x128-c64"] and all(t > 0 for t in times.values())
+    assert times["4x128-c64"] > times["2x64-c64"]  # sixteen times the work
+    assert torch.equal(torch.rand(4), expected)
+    stopped = speed_probe.probe_step_times(run, DECODER_LADDER[:3], vocab_size=40, steps=1, stop_after_s=1e-9)
+    assert list(stopped) == ["2x64-c64"]  # the rest would be slower still
+
+
+def test_size_fixed_keeps_the_shape_the_config_gives(tmp_path):
+    sections = tiny_sections(tmp_path)
+    sections["model"].update(size="fixed", d_model=48, n_heads=2)
+    sections["data"]["block_size"] = 24
+    run = build_run_config(sections)
+    assert run.size is None and run.model.d_model == 48 and run.data.block_size == 24
