@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> None:
     """What `train` would choose for this budget on this machine, without training."""
-    from nanoformer.recipes.budget import LAWS, plan_budget
+    from nanoformer.recipes.budget import FITTED, LAWS, plan_budget
     from nanoformer.recipes.lm import data_files, train_tokenizer
     from nanoformer.run_config import load_run_config
 
@@ -76,6 +76,9 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(f"{mark:<3}{c.rung.name:<12} {c.rung.n_params:>10,} {c.step_s * 1000:>8.0f} {c.steps:>7} "
               f"{c.tokens / 1e6:>7.2f}M {loss:>14}")
     print(f"chosen: {best.rung.name} ({best.rung.describe()}), expected val loss {best.predicted_loss:.3f}")
+    corpus = FITTED.get(run.model.arch, {}).get("corpus")
+    if corpus:
+        print(f"(the law was fitted on {corpus}; on other text its losses rank the shapes but are not a forecast)")
 
 
 def cmd_import_hf(args: argparse.Namespace) -> None:

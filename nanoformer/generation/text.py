@@ -29,15 +29,19 @@ class Tokenizer(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
 
-def encode_prompt(tokenizer: Tokenizer, prompt: str, room: int) -> list[int]:
-    """Prompt ids, keeping the last `room` tokens (with a warning) when it is too long.
-
-    An empty prompt starts from the BOS token (or EOS, the document separator, if there is none).
-    """
+def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The prompt's ids; an empty prompt starts from the BOS token (or EOS, the document separator,
+    if there is none), since generation needs at least one token to condition on."""
     ids = tokenizer.encode(prompt)
     if not ids:
         start = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
         ids = [start if start is not None else 0]
+    return ids
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str, room: int) -> list[int]:
+    """Prompt ids (`prompt_ids`), keeping the last `room` tokens (with a warning) when it is too long."""
+    ids = prompt_ids(tokenizer, prompt)
     if len(ids) > room:
         warnings.warn(f"prompt has {len(ids)} tokens but only {room} fit in the context; keeping the last {room}")
         ids = ids[-room:]

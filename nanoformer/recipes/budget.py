@@ -40,15 +40,13 @@ SIZE_FILE = "size.json"
 LAWS_FILE = Path(__file__).with_name("scaling_laws.json")
 
 
-def _read_laws() -> dict[str, ScalingLaw]:
-    if not LAWS_FILE.is_file():
-        return {}
-    fitted = json.loads(LAWS_FILE.read_text(encoding="utf-8"))
-    return {arch: ScalingLaw(**{key: entry[key] for key in ("E", "A", "alpha", "B", "beta")})
-            for arch, entry in fitted.items()}
+def _read_laws() -> dict[str, dict[str, Any]]:
+    return json.loads(LAWS_FILE.read_text(encoding="utf-8")) if LAWS_FILE.is_file() else {}
 
 
-LAWS: dict[str, ScalingLaw] = _read_laws()
+FITTED = _read_laws()  # each family's constants, and the corpus, runs and machine they come from
+LAWS: dict[str, ScalingLaw] = {arch: ScalingLaw(**{key: entry[key] for key in ("E", "A", "alpha", "B", "beta")})
+                               for arch, entry in FITTED.items()}
 
 
 def ladder_for(arch: str, where: str = "config") -> tuple[Rung, ...]:

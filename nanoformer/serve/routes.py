@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from nanoformer.errors import UserError
+from nanoformer.generation.text import prompt_ids
 from nanoformer.generation.translation import encode_sources
 from nanoformer.serve import schemas
 from nanoformer.serve.batching import Job, ModelQueue
@@ -110,7 +111,7 @@ class Handlers:
         self.token_limit(served, body.max_tokens)
         room, tok, notes, encoded = served.context - 1, served.tokenizer, [], []
         for i, prompt in enumerate(prompts):
-            ids = tok.encode(prompt) or [tok.bos_id if tok.bos_id is not None else tok.eos_id or 0]
+            ids = prompt_ids(tok, prompt)
             if len(ids) > room:
                 if not body.truncate:
                     raise APIError(400, f"prompt[{i}]: {len(ids)} tokens, more than the {room} that fit in model "
