@@ -139,6 +139,32 @@ def test_translate_equals_the_cli(served, checkpoints, capsys):
     assert expected[0] == "a man walks"
 
 
+def test_translate_defaults_are_the_checkpoints_generation_settings(checkpoints, tmp_path, capsys):
+    """An imported model's generation section (beam, length limits) is the server's default, as it is
+    `translate`'s; a request's own beam_size wins."""
+    import shutil
+
+    from nanoformer.training.checkpoint import resolve_checkpoint
+
+    folder = tmp_path / "limited"
+    shutil.copytree(resolve_checkpoint(checkpoints["translator"]), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["generation"] = {"beam_size": 2, "length_penalty": 1.0, "max_len_a": 0.0, "max_len_b": 2}
+    (folder / "config.json").write_text(json.dumps(config))
+    sentences = ["ein mann geht", "groß katze läuft klein"]
+    capsys.readouterr()
+    assert main(["translate", str(folder), *sentences]) == 0
+    expected = capsys.readouterr().out.splitlines()
+    assert expected[0] != "a man walks"  # cut at two tokens: the limit took effect
+    models = load_models([str(folder)], ["limited"])
+    with LiveServer(create_app(models, ServeSettings(batch_wait=0.01))) as url:
+        answer = httpx.post(url + "/v1/translate", json={"model": "limited", "text": sentences}).json()
+        assert [t["text"] for t in answer["translations"]] == expected
+        one = httpx.post(url + "/v1/translate", json={"model": "limited", "text": sentences, "beam_size": 1}).json()
+    assert main(["translate", str(folder), *sentences, "--beam-size", "1"]) == 0
+    assert [t["text"] for t in one["translations"]] == capsys.readouterr().out.splitlines()
+
+
 def test_returned_attention_is_the_explicit_paths(served):
     from nanoformer.viz.attention import extract_attention
 

@@ -182,6 +182,27 @@ def test_evaluate_prints_bleu_chrf_and_the_sacrebleu_signature(trained, capsys, 
     assert code == 2 and "no split 'nope'" in err
 
 
+def test_evaluate_takes_the_checkpoints_generation_settings_as_defaults(trained, capsys, tmp_path):
+    """As `translate` does: an imported model's generation section (interop/generation.py) sets the
+    beam and the length limits unless an option says otherwise."""
+    import shutil
+
+    corpus, checkpoint = trained.parent / "corpus", tmp_path / "ckpt"
+    shutil.copytree(trained / "checkpoints" / "best", checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["generation"] = {"beam_size": 2, "length_penalty": 1.0, "max_len_a": 0.0, "max_len_b": 2}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    files = ("--src", corpus / "test.de", "--ref", corpus / "test.en")
+    code, out, _ = run(capsys, "evaluate", checkpoint, *files)
+    short = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and short["beam_size"] == 2
+    code, out, _ = run(capsys, "evaluate", trained, *files, "--beam-size", "2")
+    full = json.loads(out.strip().splitlines()[-1])
+    assert short["bleu"] < full["bleu"]  # two tokens at most: the checkpoint's limit took effect
+    code, out, _ = run(capsys, "evaluate", checkpoint, *files, "--beam-size", "1")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["beam_size"] == 1
+
+
 def test_average_writes_the_mean_of_the_last_checkpoints(trained, capsys, tmp_path):
     out_dir = tmp_path / "avg"
     code, out, _ = run(capsys, "average", trained, "--last", "2", "--out", out_dir)

@@ -58,8 +58,10 @@ def args_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="where token caches go (default: the run's data folder)")
     parser.add_argument("--src", help="translation: a source file, one sentence a line")
     parser.add_argument("--ref", help="translation: the reference translations, line-aligned with --src")
-    parser.add_argument("--beam-size", type=int, default=4, help="translation: beam size (1 = greedy)")
-    parser.add_argument("--length-penalty", type=float, default=1.0, help="translation: length penalty alpha")
+    parser.add_argument("--beam-size", type=int, default=None,
+                        help="translation: beam size (1 = greedy; default: the checkpoint's generation settings, else 4)")
+    parser.add_argument("--length-penalty", type=float, default=None,
+                        help="translation: length penalty alpha (default: the checkpoint's, else 1.0)")
     parser.add_argument("--split", default=None, help="which split of the run's data to evaluate (default: validation)")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
     add_load_arguments(parser)

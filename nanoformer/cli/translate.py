@@ -81,11 +81,12 @@ BUILT_IN = {"beam_size": 4, "length_penalty": 1.0, "max_len_a": 1.5, "max_len_b"
 
 def decoding_options(args: argparse.Namespace) -> dict:
     """Beam size, length penalty and limits: the options given, else the checkpoint's `generation`
-    section (an imported Hugging Face model's settings, interop/generation.py), else ours."""
+    section (an imported Hugging Face model's settings, interop/generation.py), else ours.
+    (`evaluate` has no length-limit options: its limits come from the checkpoint, else ours.)"""
     from nanoformer.training.checkpoint import read_config
 
     saved = read_config(args.checkpoint).get("generation") or {}
-    options = {name: getattr(args, name) if getattr(args, name) is not None else saved.get(name, default)
+    options = {name: getattr(args, name) if getattr(args, name, None) is not None else saved.get(name, default)
                for name, default in BUILT_IN.items()}
     return {**options, "bad_ids": saved.get("bad_ids") or None, "force_eos": bool(saved.get("force_eos", False))}
 
@@ -156,8 +157,8 @@ def evaluate_translation(args: argparse.Namespace, model, tokenizer) -> None:
         _show_warnings()
         scores, _ = evaluate_translations(
             model, tokenizer, sources, references, source_tokenizer=_source_tokenizer(folder, tokenizer),
-            beam_size=args.beam_size, length_penalty=args.length_penalty, batch_size=args.batch_size,
-            tokenize=TOKENIZE_FOR_TARGET.get(data.get("tgt_lang"), "13a"), progress=True, where=where,
+            batch_size=args.batch_size, tokenize=TOKENIZE_FOR_TARGET.get(data.get("tgt_lang"), "13a"), progress=True,
+            where=where, **decoding_options(args),
         )
     print(f"BLEU {scores['bleu']:.2f} (chrF {scores['chrf']:.2f})  {scores['signature']}", file=sys.stderr)
     record = {"data": what, **{k: v for k, v in scores.items() if k != "bleu_detail"}, "detail": scores["bleu_detail"]}

@@ -7,7 +7,7 @@ family answers `/v1/attention`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -24,6 +24,9 @@ class ServedModel:
     model: nn.Module
     tokenizer: object
     source_tokenizer: object  # translators with separate vocabularies; else the tokenizer
+    # The checkpoint's decoding defaults (an imported Marian model's beam, limits, banned and forced
+    # tokens: interop/generation.py); a request's own fields win.
+    generation: dict = field(default_factory=dict)
 
     @property
     def arch(self) -> str:
@@ -67,7 +70,7 @@ def load_models(paths: list[str], names: list[str] | None = None, int8: bool = F
     """Load each checkpoint or run folder; a model is named by its folder unless `names` says otherwise."""
     from nanoformer.api import load
     from nanoformer.recipes.translation import load_source_tokenizer
-    from nanoformer.training.checkpoint import resolve_checkpoint
+    from nanoformer.training.checkpoint import read_config, resolve_checkpoint
 
     names = list(names or [])
     if len(names) > len(paths):
@@ -86,7 +89,8 @@ def load_models(paths: list[str], names: list[str] | None = None, int8: bool = F
             raise UserError(f"{path}: the checkpoint has no tokenizer.json; a server needs one to read text")
         source = load_source_tokenizer(resolve_checkpoint(path), tokenizer) if model.config.arch == "encoder-decoder" \
             else tokenizer
-        served.append(ServedModel(name, str(path), model, tokenizer, source))
+        generation = read_config(resolve_checkpoint(path)).get("generation") or {}
+        served.append(ServedModel(name, str(path), model, tokenizer, source, generation))
     if not served:
         raise UserError("no model to serve; give one or more run or checkpoint folders")
     return served

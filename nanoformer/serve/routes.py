@@ -210,9 +210,12 @@ class Handlers:
                 raise APIError(400, str(error).replace("(drop --no-truncate)", "(drop truncate=false)"),
                                param="text", code="context_length_exceeded") from None
         attention = (body.attention_layers, body.attention_heads) if body.return_attention else None
-        work = TranslationWork(texts, sources, body.beam_size, body.length_penalty, body.max_tokens, attention)
+        saved = served.generation
+        beam_size = body.beam_size if body.beam_size is not None else saved.get("beam_size", 4)
+        length_penalty = body.length_penalty if body.length_penalty is not None else saved.get("length_penalty", 1.0)
+        work = TranslationWork(texts, sources, beam_size, length_penalty, body.max_tokens, attention)
         rows = sum(1 for s in sources if s)
-        key = ("translate", body.beam_size, body.length_penalty, body.max_tokens)
+        key = ("translate", beam_size, length_penalty, body.max_tokens)
         entries = await self.outcome(served, self.job(served, work, key, max(1, rows)), request)
         self.metrics.tokens.labels(served.name).inc(sum(e.pop("tokens") for e in entries))
         answer = {"model": served.name, "translations": entries}

@@ -39,9 +39,9 @@ class CompletionRequest(Body):
 
 class TranslateRequest(Body):
     text: Texts
-    beam_size: int = Field(4, ge=1, le=16)
+    beam_size: int | None = Field(None, ge=1, le=16)  # None: the checkpoint's generation settings, else 4
     max_tokens: int | None = Field(None, ge=1)
-    length_penalty: float = Field(1.0, ge=0.0, le=10.0)
+    length_penalty: float | None = Field(None, ge=0.0, le=10.0)  # None: the checkpoint's, else 1.0
     return_attention: bool = False
     attention_layers: Literal["last", "all"] = "last"
     attention_heads: Literal["mean", "all"] = "mean"

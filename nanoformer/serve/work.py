@@ -105,8 +105,11 @@ def run_translations(served: ServedModel, jobs: list[Job]) -> list[list[dict]]:
     first: TranslationWork = jobs[0].payload
     sources = [s for job in jobs for s in job.payload.sources]
     tok = served.tokenizer
+    saved = served.generation  # the checkpoint's length limits and banned / forced tokens, as `translate` uses them
+    limits = {name: saved[name] for name in ("max_len_a", "max_len_b") if name in saved}
     outputs = translate_ids(served.model, sources, tok.pad_id, tok.eos_id, first.beam_size, first.length_penalty,
-                            batch_size=max(1, len(sources)), max_new_tokens=first.max_tokens)
+                            batch_size=max(1, len(sources)), max_new_tokens=first.max_tokens,
+                            bad_ids=saved.get("bad_ids") or None, force_eos=bool(saved.get("force_eos")), **limits)
     results, at = [], 0
     for job in jobs:
         work: TranslationWork = job.payload
