@@ -193,3 +193,10 @@ def test_size_fixed_keeps_the_shape_the_config_gives(tmp_path):
     sections["data"]["block_size"] = 24
     run = build_run_config(sections)
     assert run.size is None and run.model.d_model == 48 and run.data.block_size == 24
+
+
+def test_size_on_a_family_without_a_ladder_is_refused_not_ignored(tmp_path):
+    sections = {"model": {"arch": "encoder-decoder", "size": "auto"}, "data": {"kind": "translation", "name": "multi30k"},
+                "train": {"max_time": "10m"}}
+    with pytest.raises(UserError, match="fitted for GPT-style language models"):
+        train(build_run_config(sections), tmp_path / "run", progress=False)
