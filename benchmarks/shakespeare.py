@@ -121,6 +121,11 @@ def budgets(args, workdir: Path) -> None:
 
     names = [rung.name for rung in LADDERS["decoder"]]
     for minutes in args.minutes:
+        if args.fixed:  # only these rungs (an earlier auto run at this budget chose their neighbour)
+            for name in args.fixed:
+                run(f"budget-{minutes:g}m-{name}", shipped(args, minutes, name), workdir, args.out,
+                    note={"minutes": minutes, "auto": False})
+            continue
         auto = run(f"budget-{minutes:g}m-auto", shipped(args, minutes), workdir, args.out,
                    note={"minutes": minutes, "auto": True})
         chosen = names.index(auto["size"]["chosen"])
@@ -137,6 +142,7 @@ def main() -> None:
                         "(default: configs/shakespeare_char.toml, configs/shakespeare_char_gpu.toml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10, 30], help="budgets of `budgets`")
+    parser.add_argument("--fixed", nargs="+", default=None, help="`budgets`: train only these rungs, no auto run")
     parser.add_argument("--workdir", default=None, help="where runs go (default: a temporary folder)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
