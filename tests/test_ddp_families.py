@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +20,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_training_ddp import _free_port
 
 from nanoformer.config import ModelConfig
 from nanoformer.data.batching import make_batch
 from nanoformer.models import DecoderModel, Seq2SeqTransformer
 from nanoformer.recipes.translation import TranslationLoss
-from nanoformer.training import Trainer, TrainConfig, cleanup_distributed, load_model_state
+from nanoformer.training import (
+    TrainConfig,
+    Trainer,
+    cleanup_distributed,
+    load_model_state,
+)
 
 VOCAB, PAD, BOS, EOS = 24, 0, 1, 2
 MICRO_BATCH = 3
@@ -118,14 +123,8 @@ def _worker(rank: int, world: int, port: int, family: str, run_dir: str, max_ste
         cleanup_distributed()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ddp(family: str, run_dir: Path, max_steps: int = 6, resume: bool = False) -> None:
-    mp.spawn(_worker, args=(WORLD, free_port(), family, str(run_dir), max_steps, resume), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(WORLD, _free_port(), family, str(run_dir), max_steps, resume), nprocs=WORLD, join=True)
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -190,7 +189,7 @@ def test_two_nodes_through_torchrun_on_loopback(tmp_path):
     torch.set_num_threads(1)
     script = tmp_path / "node.py"
     script.write_text(NODE_SCRIPT.format(tests=str(Path(__file__).parent), run_dir=str(tmp_path / "nodes")))
-    port = free_port()
+    port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "nf-test",

@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> None:
     """What `train` would choose for this budget on this machine, without training."""
-    from nanoformer.recipes.budget import FITTED, LAWS, plan_budget
+    from nanoformer.recipes.budget import FITTED, LAWS, check_sizable, plan_budget
     from nanoformer.recipes.lm import data_files, train_tokenizer
     from nanoformer.run_config import load_run_config
 
@@ -58,9 +58,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if run.size != "auto":
         raise UserError(f"{args.config}: `plan` sizes a model for its budget; set [model] size = 'auto' "
                         "(e.g. --set model.size=auto) and [train] max_time")
-    if run.data_kind != "lm":
-        raise UserError(f"{args.config}: size = 'auto' is fitted for GPT-style language models ([data] kind 'lm') "
-                        f"so far, not {run.data_kind!r}")
+    check_sizable(run)
     base_dir = run.source.parent if run.source else None
     vocab_size = run.data.vocab_size
     if run.data.tokenizer == "char":  # the characters of the text: cheap to count, and they set the output layer

@@ -7,12 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from nanoformer.cli.common import (
-    DEVICES,
-    add_load_arguments,
-    load_checkpoint,
-    require_arch,
-)
+from nanoformer.cli.common import DEVICES, add_load_arguments, load_checkpoint, require_arch
 from nanoformer.errors import UserError
 
 GENERATE_TEMPERATURE = 0.8

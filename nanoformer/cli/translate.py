@@ -16,12 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from nanoformer.cli.common import (
-    DEVICES,
-    add_load_arguments,
-    load_checkpoint,
-    require_arch,
-)
+from nanoformer.cli.common import DEVICES, add_load_arguments, load_checkpoint, require_arch
 from nanoformer.data.text import decode_utf8
 from nanoformer.errors import UserError
 

@@ -31,9 +31,10 @@ def train(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     if run.train.rdrop_from and run.data_kind != "translation":
         raise UserError(f"[train] rdrop_from = {run.train.rdrop_from}: a late start of R-Drop is for translation "
                         f"([data] kind = 'translation'), not {run.data_kind!r}; remove it")
-    if run.size is not None and run.data_kind != "lm":
-        raise UserError(f"[model] size = {run.size!r}: budget sizing is fitted for GPT-style language models "
-                        f"([data] kind 'lm') so far, not {run.data_kind!r}; remove `size` and give the shape")
+    if run.size is not None:
+        from nanoformer.recipes.budget import check_sizable
+
+        check_sizable(run)
     if run.data_kind == "lm":
         from nanoformer.recipes.lm import train_lm
 

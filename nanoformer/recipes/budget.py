@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nanoformer.data.text import write_bytes_atomic
 from nanoformer.errors import UserError
 from nanoformer.recipes import speed_probe
 from nanoformer.recipes.ladders import LADDERS, Rung
@@ -47,6 +47,13 @@ def _read_laws() -> dict[str, dict[str, Any]]:
 FITTED = _read_laws()  # each family's constants, and the corpus, runs and machine they come from
 LAWS: dict[str, ScalingLaw] = {arch: ScalingLaw(**{key: entry[key] for key in ("E", "A", "alpha", "B", "beta")})
                                for arch, entry in FITTED.items()}
+
+
+def check_sizable(run: RunConfig) -> None:
+    """`size` is fitted for language models only so far: elsewhere it is refused, never ignored."""
+    if run.size is not None and run.data_kind != "lm":
+        raise UserError(f"[model] size = {run.size!r}: budget sizing is fitted for GPT-style language models "
+                        f"([data] kind 'lm') so far, not {run.data_kind!r}; remove `size` and give the shape")
 
 
 def ladder_for(arch: str, where: str = "config") -> tuple[Rung, ...]:
@@ -138,11 +145,7 @@ def read_size_record(run_dir: Path) -> dict[str, Any] | None:
 
 
 def write_size_record(run_dir: Path, record: dict[str, Any]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / SIZE_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes_atomic(Path(run_dir) / SIZE_FILE, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
 
 
 def plan_budget(run: RunConfig, vocab_size: int) -> tuple[list[Candidate], Candidate]:

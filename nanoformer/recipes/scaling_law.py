@@ -25,6 +25,7 @@ import torch
 # points and says nothing between or beyond them.
 EXPONENT_RANGE = (0.05, 1.5)
 
+
 @dataclass(frozen=True)
 class ScalingLaw:
     E: float
@@ -71,13 +72,13 @@ def fit_scaling_law(points: Sequence[LossPoint], huber_delta: float = 1e-3, step
         predicted = torch.logsumexp(torch.stack([a - alpha * log_n, b - beta * log_d, e.expand_as(log_n)]), dim=0)
         return torch.nn.functional.huber_loss(predicted, log_l, delta=huber_delta, reduction="sum")
 
-    best: tuple[float, torch.Tensor] | None = None
-    floor = math.log(min(p.loss for p in points))
-    def logit(exponent: float) -> float:
+    def logit(exponent: float) -> float:  # the inverse of `exponents`, for the starting grid
         low, high = EXPONENT_RANGE
         fraction = (exponent - low) / (high - low)
         return math.log(fraction / (1 - fraction))
 
+    best: tuple[float, torch.Tensor] | None = None
+    floor = math.log(min(p.loss for p in points))
     grid = itertools.product((0.0, 5.0, 10.0), (0.0, 5.0, 10.0), (floor - 1.0, floor - 0.3), (0.2, 0.5), (0.2, 0.5))
     for a0, b0, e0, alpha0, beta0 in grid:
         theta = torch.tensor((a0, b0, e0, logit(alpha0), logit(beta0)), dtype=torch.float64, requires_grad=True)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import statistics
 import time
+
 import torch
 from torch import nn
 
 from nanoformer.models import DecoderModel
-from nanoformer.training.device import select_device
-from nanoformer.training.optim import build_optimizer
-
 from nanoformer.recipes.ladders import Rung
 from nanoformer.run_config import RunConfig
+from nanoformer.training.device import select_device
+from nanoformer.training.optim import build_optimizer
 
 
 def probe_step_times(run: RunConfig, rungs: list[Rung] | tuple[Rung, ...], vocab_size: int, steps: int = 2,
