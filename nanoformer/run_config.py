@@ -33,6 +33,8 @@ from nanoformer.training.checkpoint import read_config, resolve_checkpoint
 from nanoformer.training.config import TrainConfig
 
 TOKENIZER_KINDS = ("char", "bpe", "wordpiece", "unigram")
+# [model] keys that warm-start a translator from pre-trained parts (recipes/warm_start.py).
+WARM_START_KEYS = ("init_encoder", "init_decoder", "cross_attention_init")
 # What the [data] section describes. Each kind has its own dataclass, chosen by `kind = "..."`
 # in [data], or by the model's arch when it is not given.
 DATA_KINDS = ("lm", "translation", "mlm", "classification")
@@ -99,17 +101,18 @@ class RunConfig:
 INIT_FROM_OVERRIDES = ("dropout", "attention_dropout", "activation_dropout", "classifier_pooling", "attention_impl")
 
 
-def resolve_init_from(value: Any, source: Path | None = None) -> Path:
+def resolve_init_from(value: Any, source: Path | None = None, key: str = "init_from") -> Path:
     """The checkpoint folder `value` names: relative to the working directory, else to the config's folder.
 
-    ("none" or "" means no checkpoint: `--init-from none` trains from scratch.)"""
+    ("none" or "" means no checkpoint: `--init-from none` trains from scratch.) `key` names the
+    [model] key in messages (init_from, init_encoder, init_decoder)."""
     if not isinstance(value, str) or not value:
-        raise UserError(f"[model] init_from = {value!r}; expected the path of a run or checkpoint folder")
+        raise UserError(f"[model] {key} = {value!r}; expected the path of a run or checkpoint folder")
     path = Path(value).expanduser()
     if not path.is_absolute() and not path.exists() and source is not None and (source.parent / path).exists():
         path = source.parent / path
     if not path.exists():
-        raise UserError(f"[model] init_from = {value!r}: no such folder; pre-train first (e.g. nanoformer train "
+        raise UserError(f"[model] {key} = {value!r}: no such folder; pre-train first (e.g. nanoformer train "
                         "configs/bert_mlm_en.toml) or give the path of a run or checkpoint folder")
     return resolve_checkpoint(path).resolve()
 
@@ -253,6 +256,11 @@ def build_run_config(
             raise UserError(f"{where}: [model] size and init_from both say what the model is; keep one")
         check_size_keys(size, sections, where)
     model_values, init_from = apply_init_from(dict(sections.get("model", {})), source)
+    warm_start: dict[str, Any] = {}
+    if any(key in model_values for key in WARM_START_KEYS):
+        from nanoformer.recipes.warm_start import warm_start_values
+
+        model_values, warm_start = warm_start_values(model_values, source, where)
     preset = model_values.pop("preset", None)
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     _known_keys("model", model_values, model_fields | {"preset"}, where)
@@ -284,6 +292,15 @@ def build_run_config(
         raise UserError(f"{where}: train.best_metric = {train.best_metric!r}: only classifiers compute validation "
                         f"metrics besides the loss; a {kind!r} run keeps its best checkpoint by val_loss")
     extra = {"init_from": str(init_from)} if init_from is not None else {}
+    if warm_start:
+        if kind != "translation":
+            raise UserError(f"{where}: [model] init_encoder / init_decoder warm-start a translator ([data] kind = "
+                            f"'translation'), not a {kind!r} run; remove them")
+        if data.joint_vocab and "joint_vocab" in sections.get("data", {}):
+            raise UserError(f"{where}: [data] joint_vocab = true, but the pre-trained parts bring their own "
+                            "tokenizers (one per language); remove joint_vocab")
+        data.joint_vocab = False
+        extra["warm_start"] = warm_start
     return RunConfig(model=model, data=data, train=train, source=source, data_kind=kind, extra=extra, size=size)
 
 

@@ -114,6 +114,19 @@ def train_tokenizers(data, train: ParallelText) -> tuple[Tokenizer, Tokenizer]:
     return source, target
 
 
+def part_tokenizers(data, train: ParallelText, warm: dict) -> tuple[Tokenizer, Tokenizer]:
+    """(source, target): a warm-started side brings its pre-trained run's tokenizer, the other is trained."""
+    if not warm:
+        return train_tokenizers(data, train)
+    source = Tokenizer.load(warm["init_encoder"]) if "init_encoder" in warm else None
+    target = Tokenizer.load(warm["init_decoder"]) if "init_decoder" in warm else None
+    if source is None:
+        source = Tokenizer.train(data.tokenizer, texts=train.src, vocab_size=data.vocab_size, progress=True)
+    if target is None:
+        target = Tokenizer.train(data.tokenizer, texts=train.tgt, vocab_size=data.vocab_size, progress=True)
+    return source, target
+
+
 def encode(text: ParallelText, source: Tokenizer, target: Tokenizer) -> tuple[list[list[int]], list[list[int]]]:
     return source.encode_batch(text.src), target.encode_batch(text.tgt)
 
@@ -149,11 +162,12 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
     world = dist_info_from_env()
     rank, world_size = world.rank, world.world_size
     target_path = run_dir / "tokenizer.json"
+    warm = run.extra.get("warm_start", {})
     if resume and target_path.is_file():
         target = Tokenizer.load(target_path)
         source = load_source_tokenizer(run_dir, target)
     else:
-        source, target = train_tokenizers(data, train_text)
+        source, target = part_tokenizers(data, train_text, warm)
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             (TokenizerPair(source, target) if source is not target else target).save(run_dir)
@@ -179,7 +193,9 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
         decoder_start_id=None,
     )
     if source.special_ids() != specials:
-        raise UserError("the source and target tokenizers disagree on special-token ids; retrain them with nanoformer")
+        raise UserError("the source and target tokenizers disagree on special-token ids"
+                        f"{' (' + ', '.join(f'{k} {v}' for k, v in warm.items() if k != 'cross_attention_init') + ')' if warm else ''}"
+                        "; retrain them with nanoformer, which gives every tokenizer the same special ids")
     resegment = None
     if data.bpe_dropout:
         resegment = bpe_dropout_epochs(train_text.subset(keep), train_ids, source, target, data.bpe_dropout,
@@ -188,6 +204,12 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
                                  seed=run.train.seed, rank=rank, world_size=world_size, resegment=resegment)
     torch.manual_seed(run.train.seed)  # the same config gives the same initial weights
     model = Seq2SeqTransformer(model_config)
+    extra = {"warm_start": dict(warm)} if warm else {}
+    if warm and not resume:  # a resumed run has its weights in its checkpoint
+        from nanoformer.recipes.warm_start import warm_start
+
+        copied = warm_start(model, warm)
+        extra["warm_start"]["tensors_copied"] = {role: len(names) for role, names in copied.items()}
     data_record = {
         **run.to_dict()["data"],
         "files": {name: split.to_json() for name, split in splits.items()},
@@ -203,7 +225,7 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
         model_config,
         run_dir,
         tokenizer=target if joint else TokenizerPair(source, target),
-        extra_config={"data": data_record},
+        extra_config={**extra, "data": data_record},
         resume=resume,
         progress=progress,
     )
