@@ -32,6 +32,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
 
 from nanoformer import tokenizer_training as training
@@ -152,6 +153,18 @@ class Tokenizer:
 
     def id_to_token(self, token_id: int) -> str | None:
         return self.hf.id_to_token(token_id)
+
+    def add_tag(self, token: str) -> int:
+        """Append `token` to the vocabulary as a tag (a special token never split, e.g. "<bt>"); its id.
+
+        Text never produces it (a "<bt>" typed in a sentence is spelled in ordinary tokens): a
+        recipe puts its id in front of the sentences it marks, as Tagged Back-Translation does.
+        """
+        if self.hf.token_to_id(token) is not None:
+            raise UserError(f"the tag {token!r} is already a token of the vocabulary (id {self.hf.token_to_id(token)}); "
+                            "choose a string the vocabulary lacks, e.g. '<bt>'")
+        self.hf.add_special_tokens([AddedToken(token, special=True, normalized=False)])
+        return self.hf.token_to_id(token)
 
     def special_ids(self) -> dict[str, int]:
         """Role -> id for the special tokens this tokenizer has (all seven for ours)."""

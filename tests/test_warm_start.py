@@ -209,3 +209,23 @@ device = "cpu"
     capsys.readouterr()
     assert main(["translate", str(run_dir), " ".join(list(WORDS)[:3]), "--beam-size", "1"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_a_tag_token_grows_the_warm_started_source_vocabulary_by_one_row(parts, tmp_path):
+    from safetensors.torch import load_file
+
+    from test_back_translation import synthetic_pairs
+
+    stem = synthetic_pairs(tmp_path, 200)
+    config = sections(parts)
+    config["data"]["synthetic"] = str(stem)
+    config["train"].update(max_steps=1, lr=1e-12, min_lr=0.0, warmup_steps=0, weight_decay=0.0)
+    from nanoformer.recipes import train
+
+    train(build_run_config(config), tmp_path / "run", progress=False)
+    weights = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
+    bert = load_file(str(parts["encoder"] / "checkpoints" / "best" / "model.safetensors"))
+    tokens, pretrained = weights["src_embeddings.tokens.weight"], bert["embeddings.tokens.weight"]
+    assert tokens.shape[0] == pretrained.shape[0] + 1  # the <bt> row
+    folded = pretrained + bert["embeddings.token_types.weight"][0]
+    torch.testing.assert_close(tokens[:-1], folded, rtol=0, atol=1e-6)  # lr 1e-12: one step moves nothing visible

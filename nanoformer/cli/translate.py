@@ -86,6 +86,30 @@ def decoding_options(args: argparse.Namespace) -> dict:
     return {**options, "bad_ids": saved.get("bad_ids") or None, "force_eos": bool(saved.get("force_eos", False))}
 
 
+def sampling_options(args: argparse.Namespace) -> dict | None:
+    """--sample and its settings (back-translation's sampled sources); None for search."""
+    import torch
+
+    if not args.sample:
+        given = [flag for flag, value in (("--temperature", args.temperature), ("--top-k", args.top_k),
+                                          ("--top-p", args.top_p), ("--seed", args.seed)) if value is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} set(s) how to sample; add --sample, or leave them out for search")
+        return None
+    if args.beam_size not in (None, 1):
+        raise UserError(f"--sample draws one translation per sentence; drop --beam-size {args.beam_size}")
+    temperature = 1.0 if args.temperature is None else args.temperature
+    if temperature <= 0:
+        raise UserError(f"--temperature {temperature}: use a number > 0 (1.0 samples the model's distribution)")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k {args.top_k}: use 1 or more")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p {args.top_p}: use a probability in (0, 1]")
+    generator = torch.Generator(device=args.device).manual_seed(0 if args.seed is None else args.seed)
+    return {"do_sample": True, "temperature": temperature, "top_k": args.top_k, "top_p": args.top_p,
+            "generator": generator}
+
+
 def cmd_translate(args: argparse.Namespace) -> None:
     from nanoformer.generation.translation import translate_texts
 
@@ -99,13 +123,17 @@ def cmd_translate(args: argparse.Namespace) -> None:
         name = args.input or STDIN
         lines, label = _read_input(name), ("<stdin>" if name == STDIN else name)
     progress = not args.quiet and args.input is not None and args.input != STDIN
+    sampling = sampling_options(args)
+    options = decoding_options(args)
+    if sampling is not None:
+        options["beam_size"] = 1
     with warnings.catch_warnings():
         _show_warnings()
         outputs = translate_texts(
             model, tokenizer, lines, source_tokenizer=_source_tokenizer(args.checkpoint, tokenizer),
             batch_size=args.batch_size, truncate=not args.no_truncate, progress=progress,
             where=lambda i: f"argument {i + 1}" if label == "argument" else f"{label}:{i + 1}",
-            **decoding_options(args),
+            sampling=sampling, **options,
         )
     _write_output(args.output, outputs)
 
@@ -200,6 +228,12 @@ def args_translate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-len-a", type=float, default=None,
                         help="generate at most a x source length + b tokens (default a = 1.5, b = 10)")
     parser.add_argument("--max-len-b", type=int, default=None)
+    parser.add_argument("--sample", action="store_true",
+                        help="draw each token instead of searching (back-translation's synthetic sources)")
+    parser.add_argument("--temperature", type=float, default=None, help="with --sample: scale the logits (1.0)")
+    parser.add_argument("--top-k", type=int, default=None, help="with --sample: draw from the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=None, help="with --sample: draw from the nucleus of mass p")
+    parser.add_argument("--seed", type=int, default=None, help="with --sample: the random seed (0)")
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
     parser.add_argument("--no-truncate", action="store_true", help="refuse sources longer than the model's positions")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -71,6 +71,10 @@ class TranslationDataConfig:
     skip_empty: bool = False  # leave out pairs with an empty side (default: report them as errors)
     valid_split: str = "val"
     test_splits: list[str] | None = None  # default: the set's test sets, or the folder's test* splits
+    # Back-translated pairs mixed into training (data/back_translation.py): STEM.SRC + STEM.TGT, or a .tsv
+    synthetic: str | None = None
+    synthetic_tag: str = "<bt>"  # put before every synthetic source ("" = untagged)
+    synthetic_ratio: float = 1.0  # synthetic pairs per real pair in the training mix
 
     def __post_init__(self) -> None:
         if (self.name is None) == (self.path is None):
@@ -102,6 +106,12 @@ class TranslationDataConfig:
                                                       and self.max_length_ratio >= 1):
             raise UserError(f"[data] max_length_ratio = {self.max_length_ratio!r}; expected a number >= 1 "
                             "(e.g. 3.0), or leave it out")
+        from nanoformer.data.back_translation import check_synthetic_config
+
+        check_synthetic_config(self.synthetic, self.synthetic_tag, self.synthetic_ratio)
+        if self.synthetic and self.bpe_dropout:
+            raise UserError("[data] bpe_dropout re-segments the real pairs each epoch and cannot be mixed with "
+                            "synthetic pairs yet; set bpe_dropout = 0 or remove synthetic")
         if self.test_splits is not None and (not isinstance(self.test_splits, list)
                                              or not all(isinstance(s, str) for s in self.test_splits)):
             raise UserError(f"[data] test_splits = {self.test_splits!r}; expected a list of split names")

@@ -1,4 +1,8 @@
-"""Greedy decoding for encoder-decoder models: the most likely token at each step.
+"""Greedy decoding for encoder-decoder models: the most likely token at each step (or a sampled one).
+
+Sampling (`do_sample`, with temperature, top-k and top-p as for GPT, `generation.sampling`) is what
+back-translation wants on its synthetic side: Edunov et al. (2018) found sampled sources teach
+the forward model more than beam-search ones, which are too regular.
 
 The source is encoded once; the decoder's self-attention keys/values live in the KV cache and its
 cross-attention keys/values are computed on the first step and reused afterwards. Sentences that
@@ -14,6 +18,7 @@ from torch import Tensor, nn
 
 from nanoformer.generation.limits import banned_tensor, check_special_ids, length_limits
 from nanoformer.generation.loop import generation_loop
+from nanoformer.generation.sampling import check_sampling_args, choose_next
 
 
 @torch.no_grad()
@@ -28,13 +33,21 @@ def greedy_decode(
     max_len_b: float | None = None,
     bad_ids: Sequence[int] | None = None,
     force_eos: bool = False,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Most likely token at each step. Returns (B, T_out) target ids starting with the start token.
 
     Finished rows are padded with pad_id (eos_id if the config has no pad) after their eos.
     bad_ids are never chosen; with force_eos a sentence that reaches its length limit ends with
-    eos (Hugging Face's `forced_eos_token_id`), otherwise it is cut there.
+    eos (Hugging Face's `forced_eos_token_id`), otherwise it is cut there. With do_sample each
+    token is drawn from the (temperature-scaled, top-k / top-p filtered) distribution instead.
     """
+    if do_sample:
+        check_sampling_args(temperature, top_k, top_p, 1.0)
     config = model.config
     check_special_ids(config, "greedy decoding")
     model.eval()
@@ -58,7 +71,7 @@ def greedy_decode(
         logits = model.decode_step(step_ids, memory if t == 1 else None, cache, src_mask)[:, -1, :]
         if banned is not None:
             logits = logits.index_fill(1, banned, float("-inf"))
-        next_ids = logits.argmax(dim=-1)
+        next_ids = choose_next(logits, do_sample, temperature, top_k, top_p, generator)
         at_limit = limits[alive] == t if per_row_limits else None
         if force_eos:
             if at_limit is None:

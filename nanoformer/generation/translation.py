@@ -64,6 +64,7 @@ def translate_ids(
     max_new_tokens: int | None = None,
     bad_ids: Sequence[int] | None = None,
     force_eos: bool = False,
+    sampling: dict | None = None,
 ) -> list[list[int]]:
     """Target ids (no start token, cut at eos) for each non-empty source; [] for empty ones.
 
@@ -71,6 +72,7 @@ def translate_ids(
     fairseq rule), within the model's positions and `max_new_tokens` when given. `on_batch(n)` is
     told after each n sentences. bad_ids are never generated; force_eos ends a sentence that
     reaches its limit with eos (Hugging Face's `bad_words_ids`, `forced_eos_token_id`).
+    sampling: `Seq2SeqTransformer.generate`'s do_sample, temperature, top_k, top_p and generator.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -78,7 +80,7 @@ def translate_ids(
     todo = sorted((i for i, s in enumerate(sources) if s), key=lambda i: len(sources[i]), reverse=True)
     results: list[list[int]] = [[] for _ in sources]
     options = {"beam_size": beam_size, "length_penalty": length_penalty, "max_len_a": max_len_a, "max_len_b": max_len_b,
-               "bad_ids": bad_ids, "force_eos": force_eos}
+               "bad_ids": bad_ids, "force_eos": force_eos, **(sampling or {})}
     for start in range(0, len(todo), batch_size):
         rows = todo[start : start + batch_size]
         longest = max(len(sources[i]) for i in rows)
@@ -115,6 +117,7 @@ def translate_texts(
     where: Callable[[int], str] | None = None,
     bad_ids: Sequence[int] | None = None,
     force_eos: bool = False,
+    sampling: dict | None = None,
 ) -> list[str]:
     """Translate each text; one output string per input, in the input order, never with newlines.
 
@@ -134,7 +137,7 @@ def translate_texts(
     try:
         outputs = translate_ids(model, sources, tokenizer.pad_id, tokenizer.eos_id, beam_size, length_penalty,
                                 batch_size, max_len_a, max_len_b, on_batch=bar.update, bad_ids=bad_ids,
-                                force_eos=force_eos)
+                                force_eos=force_eos, sampling=sampling)
     finally:
         bar.close()
     return [decode_translation(tokenizer, ids) for ids in outputs]

@@ -167,6 +167,11 @@ class Seq2SeqTransformer(nn.Module):
         force_eos: bool = False,
         return_scores: bool = False,
         attention_layers: str = "last",
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
     ):
         """Translate src_ids (B, S) (src_padding_mask (B, S), 1 = real token).
 
@@ -184,6 +189,8 @@ class Seq2SeqTransformer(nn.Module):
         generated; force_eos makes eos the last token of a sentence that reaches its limit.
         For an opus-mt model imported from Hugging Face, its generation config corresponds to
         bad_ids=[pad_id], force_eos=True, beam_size=4 (or 6), length_penalty=1.0.
+        do_sample (with beam_size 1) draws each token instead of taking the most likely one, from
+        the distribution scaled by temperature and cut to top_k / top_p (back-translation).
         cross_attentions (return_attentions): per generated token, the cross-attention weights
         over the source, averaged over heads of the last decoder layer (attention_layers="last")
         or of all layers ("all").
@@ -203,9 +210,12 @@ class Seq2SeqTransformer(nn.Module):
         if attention_layers not in ("last", "all"):
             raise ValueError(f"attention_layers must be 'last' or 'all', got {attention_layers!r}")
         limits = dict(max_len_a=max_len_a, max_len_b=max_len_b, bad_ids=bad_ids, force_eos=force_eos)
+        if do_sample and (beam_size != 1 or return_scores):
+            raise ValueError("do_sample draws one translation per sentence: use beam_size = 1 and no return_scores")
         scores = None
         if beam_size == 1 and not return_scores:
-            sequences = greedy_decode(self, src_ids, src_padding_mask, max_new_tokens, **limits)
+            sampling = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            sequences = greedy_decode(self, src_ids, src_padding_mask, max_new_tokens, **limits, **sampling)
         else:
             sequences, scores = beam_search(
                 self, src_ids, src_padding_mask, beam_size=beam_size, max_new_tokens=max_new_tokens,

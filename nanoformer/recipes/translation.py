@@ -127,6 +127,37 @@ def part_tokenizers(data, train: ParallelText, warm: dict) -> tuple[Tokenizer, T
     return source, target
 
 
+def add_synthetic_tag(source: Tokenizer, tag: str) -> int:
+    try:
+        return source.add_tag(tag)
+    except UserError:
+        raise UserError(f"[data] synthetic_tag = {tag!r} is already a token of the source vocabulary (id "
+                        f"{source.token_to_id(tag)}), so tagged and real sources would look alike; choose a string "
+                        "the vocabulary lacks, e.g. '<bt>'") from None
+
+
+def mix_in_synthetic(data, base_dir: Path | None, source: Tokenizer, target: Tokenizer,
+                     real: tuple[list[list[int]], list[list[int]]], seed: int):
+    """The training ids with the back-translated pairs of [data] synthetic mixed in (tagged)."""
+    from nanoformer.data.back_translation import mix, synthetic_files
+    from nanoformer.data.parallel import SplitFiles
+
+    files = synthetic_files(data.synthetic, data.src_lang, data.tgt_lang, base_dir)
+    # A reverse model may leave a line empty: such pairs are left out with a warning naming them.
+    text = read_split(SplitFiles("synthetic", [files]), skip_empty=True)
+    tag_id = None
+    if data.synthetic_tag:
+        tag_id = source.token_to_id(data.synthetic_tag)
+        if tag_id is None:
+            raise UserError(f"[data] synthetic_tag = {data.synthetic_tag!r} is not in this run's source tokenizer; "
+                            "it was trained without synthetic pairs: start a new run folder")
+    ids = encode(text, source, target)
+    room = data.max_length - (1 if tag_id is not None else 0)  # the tag takes a source position
+    keep = filter_pairs(text, *ids, room, data.max_length_ratio, "synthetic")
+    ids = ([ids[0][i] for i in keep], [ids[1][i] for i in keep])
+    return mix(real, ids, data.synthetic_ratio, tag_id, data.synthetic_tag, seed)
+
+
 def encode(text: ParallelText, source: Tokenizer, target: Tokenizer) -> tuple[list[list[int]], list[list[int]]]:
     return source.encode_batch(text.src), target.encode_batch(text.tgt)
 
@@ -168,6 +199,8 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
         source = load_source_tokenizer(run_dir, target)
     else:
         source, target = part_tokenizers(data, train_text, warm)
+        if data.synthetic and data.synthetic_tag:
+            add_synthetic_tag(source, data.synthetic_tag)
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             (TokenizerPair(source, target) if source is not target else target).save(run_dir)
@@ -179,6 +212,10 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
     train_ids = encode(train_text, source, target)
     keep = filter_pairs(train_text, *train_ids, data.max_length, data.max_length_ratio, "train")
     train_ids = ([train_ids[0][i] for i in keep], [train_ids[1][i] for i in keep])
+    mixed = None
+    if data.synthetic:
+        train_ids, mixed = mix_in_synthetic(data, base_dir, source, target, train_ids, run.train.seed)
+        print(mixed.describe(), file=sys.stderr)
     val_ids = encode(val_text, source, target)
     val_keep = filter_pairs(val_text, *val_ids, run.model.max_positions - 1, None, data.valid_split)
     val_ids = ([val_ids[0][i] for i in val_keep], [val_ids[1][i] for i in val_keep])
@@ -193,9 +230,9 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
         decoder_start_id=None,
     )
     if source.special_ids() != specials:
-        raise UserError("the source and target tokenizers disagree on special-token ids"
-                        f"{' (' + ', '.join(f'{k} {v}' for k, v in warm.items() if k != 'cross_attention_init') + ')' if warm else ''}"
-                        "; retrain them with nanoformer, which gives every tokenizer the same special ids")
+        parts = " and ".join(f"{role} {folder}" for role, folder in warm.items() if role.startswith("init_"))
+        raise UserError(f"the source and target tokenizers{' of ' + parts if parts else ''} disagree on special-token "
+                        "ids; retrain them with nanoformer, which gives every tokenizer the same special ids")
     resegment = None
     if data.bpe_dropout:
         resegment = bpe_dropout_epochs(train_text.subset(keep), train_ids, source, target, data.bpe_dropout,
@@ -216,6 +253,7 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
         "test_splits_resolved": tests,
         "train_pairs": len(train_ids[0]),
         "val_pairs": len(val_ids[0]),
+        **({"synthetic_mix": mixed.to_json()} if mixed is not None else {}),
     }
     trainer = Trainer(
         model,
