@@ -29,12 +29,11 @@ else:  # pragma: no cover
 
 from nanoformer.config import PRESETS, ModelConfig
 from nanoformer.errors import UserError
-from nanoformer.training.checkpoint import read_config, resolve_checkpoint
+from nanoformer.training.checkpoint import read_config, resolve_init_from
+from nanoformer.training.warm_start import WARM_START_KEYS, warm_start_values
 from nanoformer.training.config import TrainConfig
 
 TOKENIZER_KINDS = ("char", "bpe", "wordpiece", "unigram")
-# [model] keys that warm-start a translator from pre-trained parts (recipes/warm_start.py).
-WARM_START_KEYS = ("init_encoder", "init_decoder", "cross_attention_init")
 # What the [data] section describes. Each kind has its own dataclass, chosen by `kind = "..."`
 # in [data], or by the model's arch when it is not given.
 DATA_KINDS = ("lm", "translation", "mlm", "classification")
@@ -99,22 +98,6 @@ class RunConfig:
 
 # [model] keys that may accompany init_from: they do not change the shapes of the weights.
 INIT_FROM_OVERRIDES = ("dropout", "attention_dropout", "activation_dropout", "classifier_pooling", "attention_impl")
-
-
-def resolve_init_from(value: Any, source: Path | None = None, key: str = "init_from") -> Path:
-    """The checkpoint folder `value` names: relative to the working directory, else to the config's folder.
-
-    ("none" or "" means no checkpoint: `--init-from none` trains from scratch.) `key` names the
-    [model] key in messages (init_from, init_encoder, init_decoder)."""
-    if not isinstance(value, str) or not value:
-        raise UserError(f"[model] {key} = {value!r}; expected the path of a run or checkpoint folder")
-    path = Path(value).expanduser()
-    if not path.is_absolute() and not path.exists() and source is not None and (source.parent / path).exists():
-        path = source.parent / path
-    if not path.exists():
-        raise UserError(f"[model] {key} = {value!r}: no such folder; pre-train first (e.g. nanoformer train "
-                        "configs/bert_mlm_en.toml) or give the path of a run or checkpoint folder")
-    return resolve_checkpoint(path).resolve()
 
 
 def apply_init_from(model_values: dict[str, Any], source: Path | None = None) -> tuple[dict[str, Any], Path | None]:
@@ -258,8 +241,6 @@ def build_run_config(
     model_values, init_from = apply_init_from(dict(sections.get("model", {})), source)
     warm_start: dict[str, Any] = {}
     if any(key in model_values for key in WARM_START_KEYS):
-        from nanoformer.recipes.warm_start import warm_start_values
-
         model_values, warm_start = warm_start_values(model_values, source, where)
     preset = model_values.pop("preset", None)
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}

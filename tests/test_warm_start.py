@@ -1,4 +1,4 @@
-"""A translator warm-started from a pre-trained encoder and decoder (recipes/warm_start.py).
+"""A translator warm-started from a pre-trained encoder and decoder (training/warm_start.py).
 
 The parts are random but far from degenerate (init_std 0.3: every output depends on every input),
 so "the translator's encoder computes what the encoder run computes" is a real check of the copy.
@@ -16,7 +16,7 @@ from nanoformer.cli import main
 from nanoformer.config import ModelConfig
 from nanoformer.errors import UserError
 from nanoformer.models import EncoderModel, DecoderModel, Seq2SeqTransformer
-from nanoformer.recipes.warm_start import warm_start
+from nanoformer.training.warm_start import warm_start
 from nanoformer.run_config import build_run_config
 from nanoformer.tokenizer import Tokenizer
 from nanoformer.training.checkpoint import save_checkpoint

@@ -32,6 +32,8 @@ COMMANDS = [
             "train a model from a TOML config"),
     Command("plan", general.args_plan, general.cmd_plan,
             "the model shape `train` would choose for a time budget on this machine, and its expected loss"),
+    Command("pipeline", general.args_pipeline, general.cmd_pipeline,
+            "run a pipeline of stages (pre-train, back-translate, warm-start, average, score), resumable"),
     Command("evaluate", evaluate.args_evaluate, evaluate.cmd_evaluate,
             "evaluate a checkpoint: perplexity (GPT), BLEU/chrF (translation), MLM accuracy (BERT)"),
     Command("import-hf", general.args_import_hf, general.cmd_import_hf,

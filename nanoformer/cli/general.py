@@ -48,6 +48,30 @@ def cmd_train(args: argparse.Namespace) -> None:
     run_training(load_run_config(args.config, train_overrides(args)), args)
 
 
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    """Run a pipeline file's stages in order, each resumed where it stopped; print what each took."""
+    from nanoformer.recipes.pipeline import load_pipeline, run_pipeline
+
+    pipeline = load_pipeline(args.pipeline, args.out or Path("runs") / Path(args.pipeline).parent.name)
+    if args.budget:
+        factor = pipeline.scale_to(args.budget)
+        print(f"[pipeline] every stage's max_time scaled by {factor:.3f} to add up to {args.budget}")
+    state = run_pipeline(pipeline, only=args.only, progress=not args.quiet)
+    print(f"{'stage':<14} {'kind':<15} {'minutes':>8}  status")
+    for stage in pipeline.stages:
+        record = state.stages.get(stage.name, {})
+        status = "done" if record.get("done") else ("stopped" if record else "not run")
+        detail = ", ".join(f"{split} BLEU {s['bleu']:.2f} chrF {s['chrf']:.2f}"
+                           for split, s in record.get("scores", {}).items())
+        if record.get("best_val_loss") is not None:
+            detail = f"step {record['step']}, best val loss {record['best_val_loss']:.4f}"
+        if "sentences" in record:
+            detail = f"{record['sentences']:,} of {record['of']:,} sentences"
+        print(f"{stage.name:<14} {stage.kind:<15} {record.get('seconds', 0) / 60:>8.1f}  {status}  {detail}".rstrip())
+    total = sum(r.get("seconds", 0) for r in state.stages.values()) / 60
+    print(f"{'total':<14} {'':<15} {total:>8.1f}  (all sessions; {pipeline.out / 'pipeline.json'})")
+
+
 def cmd_plan(args: argparse.Namespace) -> None:
     """What `train` would choose for this budget on this machine, without training."""
     from nanoformer.recipes.budget import FITTED, LAWS, check_sizable, plan_budget
@@ -133,6 +157,14 @@ def args_info(parser: argparse.ArgumentParser) -> None:
 def args_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="a TOML file with [model], [data] and [train] sections (see configs/)")
     add_run_arguments(parser)
+
+
+def args_pipeline(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pipeline", help="a pipeline TOML of [[stage]] tables (e.g. configs/ko_en/pipeline.toml)")
+    parser.add_argument("--out", help="the pipeline's folder (default: runs/<the file's folder name>)")
+    parser.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable)")
+    parser.add_argument("--budget", help="scale every stage's max_time so that they add up to this (e.g. 30m)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def args_plan(parser: argparse.ArgumentParser) -> None:

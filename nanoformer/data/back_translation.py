@@ -26,6 +26,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanoformer.data.parallel import find_path
 from nanoformer.errors import UserError
 
 IdPairs = tuple[list[list[int]], list[list[int]]]
@@ -33,15 +34,13 @@ IdPairs = tuple[list[list[int]], list[list[int]]]
 
 def synthetic_files(stem: str, src_lang: str, tgt_lang: str, base_dir: Path | None) -> tuple[Path, Path | None]:
     """The synthetic corpus `stem` names: STEM.SRC + STEM.TGT (line-aligned), or one TSV file."""
-    from nanoformer.data.parallel import _find
-
     path = Path(stem).expanduser()
     if path.suffix == ".tsv":
-        return _find(path, base_dir), None
+        return find_path(path, base_dir), None
     src = path.with_name(f"{path.name}.{src_lang}")
     tgt = path.with_name(f"{path.name}.{tgt_lang}")
     try:
-        return _find(src, base_dir), _find(tgt, base_dir)
+        return find_path(src, base_dir), find_path(tgt, base_dir)
     except UserError:
         raise UserError(f"[data] synthetic = {stem!r}: expected {src} and {tgt} (line-aligned: synthetic "
                         f"{src_lang} sources and the real {tgt_lang} text they were translated from), or a .tsv "
@@ -91,16 +90,3 @@ def mix(real: IdPairs, synthetic: IdPairs, ratio: float, tag_id: int | None, tag
     src = [list(s) for s in real[0]] * copies + [prefix + list(synthetic[0][i]) for i in chosen]
     tgt = [list(t) for t in real[1]] * copies + [list(synthetic[1][i]) for i in chosen]
     return (src, tgt), Mix(n_real, copies, take, n_synth, tag, tag_id)
-
-
-def check_synthetic_config(synthetic: str | None, tag: str, ratio: float) -> None:
-    """The [data] synthetic keys, checked with the rest of the section."""
-    if synthetic is not None and (not isinstance(synthetic, str) or not synthetic):
-        raise UserError(f"[data] synthetic = {synthetic!r}; expected the path stem of back-translated pairs "
-                        "(STEM.SRC and STEM.TGT) or a .tsv file")
-    if not isinstance(tag, str) or any(ch.isspace() for ch in tag):
-        raise UserError(f"[data] synthetic_tag = {tag!r}; expected one word without spaces, e.g. '<bt>', or '' "
-                        "for untagged back-translation")
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
-        raise UserError(f"[data] synthetic_ratio = {ratio!r}; expected a number > 0 (synthetic pairs per real "
-                        "pair, e.g. 1.0)")

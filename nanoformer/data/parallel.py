@@ -106,8 +106,6 @@ class TranslationDataConfig:
                                                       and self.max_length_ratio >= 1):
             raise UserError(f"[data] max_length_ratio = {self.max_length_ratio!r}; expected a number >= 1 "
                             "(e.g. 3.0), or leave it out")
-        from nanoformer.data.back_translation import check_synthetic_config
-
         check_synthetic_config(self.synthetic, self.synthetic_tag, self.synthetic_ratio)
         if self.synthetic and self.bpe_dropout:
             raise UserError("[data] bpe_dropout re-segments the real pairs each epoch and cannot be mixed with "
@@ -119,6 +117,19 @@ class TranslationDataConfig:
     @property
     def pair(self) -> str:
         return f"{self.src_lang}-{self.tgt_lang}"
+
+
+def check_synthetic_config(synthetic: str | None, tag: str, ratio: float) -> None:
+    """The [data] synthetic keys, checked with the rest of the section."""
+    if synthetic is not None and (not isinstance(synthetic, str) or not synthetic):
+        raise UserError(f"[data] synthetic = {synthetic!r}; expected the path stem of back-translated pairs "
+                        "(STEM.SRC and STEM.TGT) or a .tsv file")
+    if not isinstance(tag, str) or any(ch.isspace() for ch in tag):
+        raise UserError(f"[data] synthetic_tag = {tag!r}; expected one word without spaces, e.g. '<bt>', or '' "
+                        "for untagged back-translation")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+        raise UserError(f"[data] synthetic_ratio = {ratio!r}; expected a number > 0 (synthetic pairs per real "
+                        "pair, e.g. 1.0)")
 
 
 def check_language_pair(name: str, src: str, tgt: str) -> None:
@@ -188,7 +199,7 @@ def resolve_splits(data: TranslationDataConfig, base_dir: str | os.PathLike | No
         return {split: SplitFiles(split, [(root / f"{stem}.{data.src_lang}", root / f"{stem}.{data.tgt_lang}")
                                           for stem in stems])
                 for split, stems in KO_EN_SPLITS.items()}
-    path = _find(Path(data.path).expanduser(), base_dir)
+    path = find_path(Path(data.path).expanduser(), base_dir)
     if path.is_file():
         return {"train": SplitFiles("train", [(path, None)], holdout="head"),
                 "val": SplitFiles("val", [(path, None)], holdout="tail")}
@@ -260,7 +271,7 @@ def _shared_folder(name: str) -> Path:
     return shared / name
 
 
-def _find(path: Path, base_dir: str | os.PathLike | None) -> Path:
+def find_path(path: Path, base_dir: str | os.PathLike | None) -> Path:
     candidates = [path] if path.is_absolute() else [
         (Path(base_dir) if base_dir is not None else Path.cwd()) / path,
         *([data_dir() / path] if data_dir() is not None else []),

@@ -243,7 +243,7 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
     model = Seq2SeqTransformer(model_config)
     extra = {"warm_start": dict(warm)} if warm else {}
     if warm and not resume:  # a resumed run has its weights in its checkpoint
-        from nanoformer.recipes.warm_start import warm_start
+        from nanoformer.training.warm_start import warm_start
 
         copied = warm_start(model, warm)
         extra["warm_start"]["tensors_copied"] = {role: len(names) for role, names in copied.items()}

@@ -176,6 +176,22 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     )
 
 
+def resolve_init_from(value: Any, source: Path | None = None, key: str = "init_from") -> Path:
+    """The checkpoint folder `value` names: relative to the working directory, else to the config's folder.
+
+    ("none" or "" means no checkpoint: `--init-from none` trains from scratch.) `key` names the
+    [model] key in messages (init_from, init_encoder, init_decoder)."""
+    if not isinstance(value, str) or not value:
+        raise UserError(f"[model] {key} = {value!r}; expected the path of a run or checkpoint folder")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and not path.exists() and source is not None and (source.parent / path).exists():
+        path = source.parent / path
+    if not path.exists():
+        raise UserError(f"[model] {key} = {value!r}: no such folder; pre-train first (e.g. nanoformer train "
+                        "configs/bert_mlm_en.toml) or give the path of a run or checkpoint folder")
+    return resolve_checkpoint(path).resolve()
+
+
 def _is_checkpoint(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file()
 

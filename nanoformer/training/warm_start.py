@@ -32,9 +32,10 @@ from torch import nn
 
 from nanoformer.config import ModelConfig
 from nanoformer.errors import UserError
-from nanoformer.run_config import WARM_START_KEYS, resolve_init_from
-from nanoformer.training.checkpoint import read_config
+from nanoformer.training.checkpoint import read_config, resolve_init_from
 
+# The [model] keys that warm-start a translator from pre-trained parts.
+WARM_START_KEYS = ("init_encoder", "init_decoder", "cross_attention_init")
 CROSS_ATTENTION_INITS = ("random", "zero", "self")
 
 # Fields a translator has once for both stacks: the parts must agree on them.
