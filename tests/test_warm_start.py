@@ -229,3 +229,39 @@ def test_a_tag_token_grows_the_warm_started_source_vocabulary_by_one_row(parts, 
     assert tokens.shape[0] == pretrained.shape[0] + 1  # the <bt> row
     folded = pretrained + bert["embeddings.token_types.weight"][0]
     torch.testing.assert_close(tokens[:-1], folded, rtol=0, atol=1e-6)  # lr 1e-12: one step moves nothing visible
+
+
+def test_an_encoder_whose_tokenizer_numbers_the_specials_otherwise_is_a_one_line_error(parts, tmp_path, capsys):
+    """A BERT vocabulary laid out as Google's ([PAD] 0, [UNK] 100, [CLS] 101, ...) cannot share our target's ids."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    german = sorted(set("".join((parts["root"] / "corpus" / "train.de").read_text(encoding="utf-8").split())))
+    vocab = {"[PAD]": 0, **{f"[unused{i}]": i for i in range(1, 100)}, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102,
+             "[MASK]": 103, **{ch: 104 + i for i, ch in enumerate(german)}}
+    hf = HFTokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = Tokenizer(hf)
+    config = ModelConfig(arch="encoder", vocab_size=len(vocab), pad_id=0, unk_id=100, cls_id=101, sep_id=102,
+                         mask_id=103, n_layers=2, **SHAPE)
+    save_checkpoint(tmp_path / "google" / "checkpoints" / "best", EncoderModel(config), {"model": config.to_dict()}, tok)
+    config_file = tmp_path / "warm.toml"
+    config_file.write_text(f"""
+[model]
+init_encoder = "{tmp_path / 'google'}"
+init_decoder = "{parts['decoder']}"
+[data]
+kind = "translation"
+path = "{parts['root'] / 'corpus'}"
+src_lang = "de"
+tgt_lang = "en"
+max_tokens = 400
+max_length = 24
+[train]
+max_steps = 1
+device = "cpu"
+""", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["train", str(config_file), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "disagree on special-token ids" in err and "init_encoder" in err and len(err.splitlines()) == 1, err

@@ -94,6 +94,14 @@ def _batches(tokenizer, examples, max_length: int, batch_size: int, truncate: bo
 # --------------------------------------------------------------------------- fill-mask
 
 
+def refuse_input_options(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Options that say how to read --input are refused without one (texts given as arguments)."""
+    given = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None]
+    if given and not args.input:
+        raise UserError(f"{', '.join(given)} say(s) how to read --input FILE, but the texts are arguments; "
+                        "drop them, or pass --input")
+
+
 def cmd_fill_mask(args: argparse.Namespace) -> None:
     from nanoformer.evaluation.mlm import fill_mask
 
@@ -135,6 +143,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
     _require_classifier(model, "classify", args.checkpoint)
     if args.pair is not None and (args.input or len(args.text) != 1):
         raise UserError("--pair goes with exactly one text argument; for many pairs use --input FILE.tsv with --pair-column")
+    refuse_input_options(args, ("text_column", "pair_column", "format"))
     if args.input:
         _, data = _saved_data(args.checkpoint)
         examples = _read_inputs(args.input, data, args.text_column, args.pair_column, fmt=args.format)
@@ -169,6 +178,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
     model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8, not args.no_verify)
     require_arch(model, "encoder", "embed", args.checkpoint)
+    if args.input and args.text:
+        raise UserError("give the sentences to embed as arguments or --input FILE, not both")
+    refuse_input_options(args, ("text_column",))
     if args.input:
         examples = _read_inputs(args.input, {}, args.text_column, None)
     elif args.text:

@@ -13,6 +13,9 @@ from nanoformer.errors import UserError
 GENERATE_TEMPERATURE = 0.8
 
 
+GENERATE_SEED = 1337
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
@@ -20,7 +23,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     if args.greedy:
         ignored = [name for name, given in (("--temperature", args.temperature != GENERATE_TEMPERATURE),
-                                            ("--top-k", args.top_k is not None), ("--top-p", args.top_p is not None))
+                                            ("--top-k", args.top_k is not None), ("--top-p", args.top_p is not None),
+                                            ("--seed", args.seed is not None), ("--num-samples", args.num_samples != 1))
                    if given]
         if ignored:
             raise UserError(f"--greedy always takes the most likely token, so {', '.join(ignored)} would do nothing; "
@@ -28,7 +32,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     model, tokenizer = load_checkpoint(args.checkpoint, args.device, args.int8, not args.no_verify)
     require_arch(model, "decoder", "generate", args.checkpoint)
     generator = torch.Generator(device=next(model.parameters()).device)
-    generator.manual_seed(args.seed)
+    generator.manual_seed(GENERATE_SEED if args.seed is None else args.seed)
     sampling = dict(
         do_sample=not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty,
@@ -93,6 +97,6 @@ def args_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
     parser.add_argument("--stop", action="append", help="stop when this string appears (repeatable)")
     parser.add_argument("--num-samples", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--seed", type=int, default=None, help=f"sampling: the random seed ({GENERATE_SEED})")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
     add_load_arguments(parser)

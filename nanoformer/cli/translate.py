@@ -127,6 +127,10 @@ def cmd_translate(args: argparse.Namespace) -> None:
     options = decoding_options(args)
     if sampling is not None:
         options["beam_size"] = 1
+    if args.length_penalty is not None and options["beam_size"] == 1:
+        how = "--sample draws" if sampling is not None else "beam size 1 (greedy) takes"
+        raise UserError(f"--length-penalty ranks the finished hypotheses of beam search, but {how} one translation; "
+                        "drop it, or give --beam-size 2 or more")
     with warnings.catch_warnings():
         _show_warnings()
         outputs = translate_texts(

@@ -49,6 +49,9 @@ def _source_tokenizer(checkpoint: str, model):
     return Tokenizer.load(path) if path.is_file() else None
 
 
+ATTENTION_MAX_NEW_TOKENS = 32
+
+
 def cmd_attention(args: argparse.Namespace) -> None:
     from nanoformer.viz.attention import extract_attention, save_attention
     from nanoformer.viz.fonts import find_korean_font, has_hangul, no_font_message
@@ -57,10 +60,19 @@ def cmd_attention(args: argparse.Namespace) -> None:
     out = ensure_writable_dir(args.out)
     if not args.text.strip():
         raise UserError("--text is empty; give the text whose attention to show")
-    if args.max_new_tokens < 1:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens {args.max_new_tokens}: give at least 1")
+    if args.no_png and (args.layer is not None or args.head is not None):
+        raise UserError("--layer and --head choose the PNG maps, and --no-png writes none; drop one of them "
+                        "(the HTML viewer shows every layer and head)")
+    if args.max_new_tokens is not None and args.target is not None:
+        raise UserError("--max-new-tokens limits the model's own translation, but --target gives the target; drop one")
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)
-    result = extract_attention(model, tokenizer, args.text, target=args.target, max_new_tokens=args.max_new_tokens,
+    if args.max_new_tokens is not None and model.config.arch != "encoder-decoder":
+        raise UserError(f"--max-new-tokens limits a translator's own translation; {args.checkpoint} is a "
+                        f"{model.config.arch!r} model, whose attention is read on --text alone: drop it")
+    max_new_tokens = ATTENTION_MAX_NEW_TOKENS if args.max_new_tokens is None else args.max_new_tokens
+    result = extract_attention(model, tokenizer, args.text, target=args.target, max_new_tokens=max_new_tokens,
                                source_tokenizer=_source_tokenizer(args.checkpoint, model))
     for message in result.notes:
         _note("attention", message)
@@ -103,7 +115,8 @@ def args_attention(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=None,
                      help="translation only: the target sentence (default: the model's own greedy translation)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="length limit of the greedy translation")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help=f"translation: length limit of the greedy translation ({ATTENTION_MAX_NEW_TOKENS})")
     parser.add_argument("--layer", type=int, default=None, help="single maps for this layer only (1-based)")
     parser.add_argument("--head", type=int, default=None,
                      help="single maps for this head (1-based) instead of the mean over heads")

@@ -212,6 +212,9 @@ def run_pipeline(pipeline: Pipeline, only: list[str] | None = None, progress: bo
     for name in only or []:
         if name not in names:
             raise UserError(f"--only {name}: no such stage; the stages are {', '.join(names)}")
+        if state.stages.get(name, {}).get("done"):
+            raise UserError(f"--only {name}: the stage is done ({state.path}); to run it again, delete "
+                            f"{pipeline.folder(name)} and its entry in {STATE_FILE}")
     for number, stage in enumerate(pipeline.stages, start=1):
         record = state.record(stage.name)
         if record["done"] or (only and stage.name not in only):
