@@ -16,6 +16,13 @@ stage budgets), spent on the stages it has, as its translator gets what the othe
   bt        + back-translated pairs (no averaging)
   full      + averaging: the shipped recipe
 
+With `--reuse RUN` (a finished full recipe), a variant reads the stages it shares with that run
+(same config, same time) instead of training them again, and counts their minutes: "encoder" and
+"decoder" then train only their translator (80 and 60 minutes), and "bt" is the full recipe's own
+translator before averaging, only scored. The parts being the very same also isolates each step.
+
+    python benchmarks/ko_en.py --variant encoder --reuse runs/ko-en --run-dir runs/ko-en-encoder --out ...
+
 Run it on an otherwise idle machine: every stage trains for a fixed time, so a busy CPU buys
 fewer steps and a worse model.
 """
@@ -54,34 +61,53 @@ def note_translations(model_dir: Path) -> dict[str, dict[str, str]]:
 VARIANTS = ("scratch", "encoder", "decoder", "bt", "full")
 
 
-def variant_pipeline(variant: str, folder: Path) -> Path:
-    """A pipeline file for one ablation variant, with the recipe's total time (see the docstring)."""
+def variant_pipeline(variant: str, folder: Path, reuse: Path | None = None) -> tuple[Path, list[str]]:
+    """A pipeline file for one ablation variant, with the recipe's total time (see the docstring).
+
+    With `reuse` (a finished run of the full recipe), the stages the variant shares with it, the same
+    config for the same time, are not trained again: the variant reads them from there, and its
+    result counts their minutes. Returns the file and the names of the stages reused.
+    """
     from nanoformer.recipes.pipeline import load_pipeline
 
     shipped = load_pipeline(ROOT / "configs" / "ko_en" / "pipeline.toml", folder)
     budgets = {s.name: s.options["max_time"] for s in shipped.stages if "max_time" in s.options}
     total_min = shipped.total_time_s() / 60
     configs = ROOT / "configs" / "ko_en"
+    reused: list[str] = []
     if variant == "scratch":
         text = (f'[[stage]]\nname = "translator"\ntrain = "{ROOT / "configs" / "ko_en.toml"}"\n'
                 f'max_time = "{total_min:g}m"\nset = ["train.max_steps=1000000"]\n')
+        last = "translator"
     else:
         stages = ["encoder"] + (["decoder"] if variant != "encoder" else []) + \
                  (["reverse", "synthetic"] if variant in ("bt", "full") else [])
         used = sum(float(budgets[name].rstrip("m")) for name in stages)
-        sets = ["model.init_encoder='{encoder}'"] + (["model.init_decoder='{decoder}'"] if "decoder" in stages else [])
-        sets += ["data.synthetic='{synthetic}'"] if "synthetic" in stages else []
+        places = {"encoder": "{encoder}", "decoder": "{decoder}", "synthetic": "{synthetic}"}
+        if reuse is not None:
+            reused = list(stages)
+            places = {"encoder": str(reuse / "encoder"), "decoder": str(reuse / "decoder"),
+                      "synthetic": str(reuse / "synthetic" / "pairs")}
+            stages = []
+        sets = [f"model.init_encoder='{places['encoder']}'"]
+        sets += [f"model.init_decoder='{places['decoder']}'"] if "decoder" in reused + stages else []
+        sets += [f"data.synthetic='{places['synthetic']}'"] if "synthetic" in reused + stages else []
         text = shipped_stage_text(ROOT / "configs" / "ko_en" / "pipeline.toml", stages, configs)
-        text += (f'[[stage]]\nname = "translator"\ntrain = "{configs / "translator.toml"}"\n'
-                 f'max_time = "{total_min - used:g}m"\nset = {json.dumps(sets)}\n')
+        last = "translator"
+        if variant == "bt" and reuse is not None:
+            reused.append("translator")  # the full recipe's own translator, before averaging
+            last = str(reuse / "translator")
+        else:
+            text += (f'[[stage]]\nname = "translator"\ntrain = "{configs / "translator.toml"}"\n'
+                     f'max_time = "{total_min - used:g}m"\nset = {json.dumps(sets)}\n')
         if variant == "full":
             text += '[[stage]]\nname = "final"\naverage = "translator"\nlast = 5\n'
-    last = "final" if variant == "full" else "translator"
+            last = "final"
     text += f'[[stage]]\nname = "scores"\nevaluate = "{last}"\nsplits = ["val", "test"]\nbeam_size = 4\n'
     path = folder / f"pipeline-{variant}.toml"
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-    return path
+    return path, reused
 
 
 def shipped_stage_text(pipeline: Path, names: list[str], configs: Path) -> str:
@@ -105,11 +131,21 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", help="scale the stages to add up to this (e.g. 60m); default: as shipped")
     parser.add_argument("--no-run", action="store_true", help="read a pipeline that has run, do not run it")
     parser.add_argument("--variant", choices=VARIANTS, help="an ablation variant at the recipe's total time")
+    parser.add_argument("--reuse", help="a finished run of the full recipe whose shared stages a --variant reads "
+                                        "instead of training them again (their minutes still count)")
     parser.add_argument("--out", help="append the result line here (JSON lines)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
+    reuse = Path(args.reuse).resolve() if args.reuse else None
+    reused: list[str] = []
+    if reuse is not None and args.variant in (None, "full", "scratch"):
+        parser.error("--reuse is for the variants that share stages with the full recipe (encoder, decoder, bt); "
+                     "the full recipe itself: --run-dir RUN --no-run")
+    if reuse is not None and not (reuse / "pipeline.json").is_file():
+        parser.error(f"--reuse {reuse}: no pipeline.json there; run the full recipe into it first")
     if args.variant:
-        args.pipeline = str(variant_pipeline(args.variant, run_dir))
+        pipeline, reused = variant_pipeline(args.variant, run_dir, reuse)
+        args.pipeline = str(pipeline)
     if not args.no_run:
         command = ["pipeline", args.pipeline, "--out", str(run_dir), "--quiet"]
         if args.budget:
@@ -117,6 +153,12 @@ def main_(argv: list[str] | None = None) -> int:
         if main(command) != 0:
             return 1
     stages = json.loads((run_dir / "pipeline.json").read_text(encoding="utf-8"))["stages"]
+    if reused:
+        done = json.loads((reuse / "pipeline.json").read_text(encoding="utf-8"))["stages"]
+        missing = [name for name in reused if not done.get(name, {}).get("done")]
+        if missing:
+            raise SystemExit(f"--reuse {reuse}: stage(s) {', '.join(missing)} not done there")
+        stages = {**{name: {**done[name], "reused_from": str(reuse)} for name in reused}, **stages}
     scores = json.loads((run_dir / "scores" / "scores.json").read_text(encoding="utf-8"))
     result = {
         "pipeline": str(Path(args.pipeline).relative_to(ROOT)) if Path(args.pipeline).is_absolute() else args.pipeline,
@@ -128,7 +170,9 @@ def main_(argv: list[str] | None = None) -> int:
         "scores": {split: {key: s[key] for key in ("bleu", "chrf", "signature", "chrf_signature") if key in s}
                    for split, s in scores.items()},
         "variant": args.variant or "full",
-        "note_sentences": note_translations(run_dir / ("final" if (run_dir / "final").is_dir() else "translator")),
+        "note_sentences": note_translations(run_dir / "final" if (run_dir / "final").is_dir()
+                                            else reuse / "translator" if "translator" in reused
+                                            else run_dir / "translator"),
     }
     write_result("ko_en_pipeline", result, args.out)
     return 0

@@ -19,16 +19,23 @@ corpora, for a few minutes each:
     python docs/make_figures.py --minutes 30    # longer training, clearer pictures
     python docs/make_figures.py --quick --out /tmp/f --runs /tmp/r   # tiny models, ~20 s (tests)
 
-At the end every figure that docs/tour.md shows must have been written, or the script fails.
+At the end every figure that docs/tour.md shows must have been written, or the script fails, and
+`provenance.json` beside them records the SHA-256 of each figure and of the files that decide what
+is drawn (this script, nanoformer/viz/, the configs it trains): tests/test_viz_docs.py checks that
+the committed figures are the ones these committed files produced.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
+import platform
 import re
 import shutil
 import sys
+import tomllib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,16 +113,24 @@ def choose_example(family: Family) -> tuple[Path, Example]:
     raise SystemExit(f"make_figures: no config for {family.name}: expected {names}")
 
 
+def sized_for_budget(config: Path) -> bool:
+    """Whether the config says [model] size = "auto" (the budget rule then chooses steps and warm-up)."""
+    with config.open("rb") as f:
+        return tomllib.load(f).get("model", {}).get("size") == "auto"
+
+
 def train_family(family: Family, runs: Path, minutes: float, quick: bool) -> tuple[Path, Example]:
     config, example = choose_example(family)
     run_dir = runs / family.name
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run, so the figures match the config
     overrides = list(family.quick) if quick else [
-        f'train.max_time="{max(0.5, minutes * family.share):.2f}m"', "train.max_steps=1000000",
+        f'train.max_time="{max(0.5, minutes * family.share):.2f}m"',
         "train.eval_interval=50", "train.eval_batches=5", "train.keep_last=0",
-        "train.warmup_steps=100",  # the configs' warm-ups are sized for hour-long runs
     ]
+    if not quick and not sized_for_budget(config):  # a size = "auto" config sets its own steps
+        overrides += ["train.max_steps=1000000",
+                      "train.warmup_steps=100"]  # the configs' warm-ups are sized for hour-long runs
     start = time.time()
     cli("train", config, "--out", run_dir, "--quiet", *[a for o in overrides for a in ("--set", o)])
     print(f"make_figures: {family.name} trained in {time.time() - start:.0f} s", flush=True)
@@ -233,6 +248,43 @@ def residual_figure(run_dir: Path, text: str, path: Path) -> Path:
     return save(fig, path)
 
 
+PROVENANCE = "provenance.json"
+
+
+def figure_inputs() -> list[Path]:
+    """The files that decide what a figure shows: this driver, the drawing code, the configs it trains.
+
+    (The model code decides the weights the figures show too; holding every commit to a 15-minute
+    regeneration for it would be too much, so it is left out, and said so here.)"""
+    configs = [ROOT / "configs" / e.config for f in FAMILIES.values() for e in f.examples]
+    return [Path(__file__).resolve(), *sorted((ROOT / "nanoformer" / "viz").rglob("*.py")),
+            *sorted(path for path in configs if path.is_file())]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def inputs_digest() -> dict[str, str]:
+    """Repository path -> SHA-256 of each figure input."""
+    return {str(path.relative_to(ROOT)): sha256(path) for path in figure_inputs()}
+
+
+def write_provenance(out: Path, written: list[Path], minutes: float, quick: bool) -> Path:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
+    record = {
+        "command": "python docs/make_figures.py" + (" --quick" if quick else f" --minutes {minutes:g}"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": cpu,
+        "inputs": inputs_digest(),
+        "figures": {path.name: sha256(path) for path in sorted(written, key=lambda p: p.name)},
+    }
+    path = out / PROVENANCE
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
 def tour_figures() -> set[str]:
     """The figure files docs/tour.md shows or links."""
     if not TOUR.is_file():
@@ -278,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_figures: error: docs/tour.md shows figures this script did not write: {', '.join(missing)}",
               file=sys.stderr)
         return 1
+    if not args.only:
+        print(f"  {write_provenance(args.out, written, args.minutes, args.quick)}")
     return 0
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -63,3 +65,20 @@ def test_make_figures_driver_on_tiny_models(tmp_path):
     assert driver.main(["--quick", "--out", str(tmp_path / "figures"), "--runs", str(tmp_path / "runs")]) == 0
     written = {p.name for p in (tmp_path / "figures").iterdir()}
     assert driver.tour_figures() <= written
+    record = json.loads((tmp_path / "figures" / driver.PROVENANCE).read_text(encoding="utf-8"))
+    assert record["command"].endswith("--quick") and driver.tour_figures() <= set(record["figures"])
+
+
+def test_committed_figures_come_from_the_committed_code():
+    """docs/figures/provenance.json, written by `make figures`, names the inputs it drew from: the
+    committed driver, drawing code and configs must be those, and the figures those it wrote."""
+    driver = load_driver()
+    record = json.loads((ROOT / "docs" / "figures" / driver.PROVENANCE).read_text(encoding="utf-8"))
+    current = driver.inputs_digest()
+    changed = sorted(name for name in set(current) | set(record["inputs"])
+                     if current.get(name) != record["inputs"].get(name))
+    assert not changed, f"changed since the figures were drawn: {', '.join(changed)}; run `make figures`"
+    for name in driver.tour_figures():
+        digest = hashlib.sha256((ROOT / "docs" / "figures" / name).read_bytes()).hexdigest()
+        assert record["figures"].get(name) == digest, f"{name} is not the figure `make figures` wrote; run it"
+    assert "--quick" not in record["command"]
