@@ -21,6 +21,7 @@ Run the extrinsic part on an otherwise idle machine: each model trains for a fix
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -39,15 +40,13 @@ from nanoformer.tokenizer import Tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("unigram", "bpe", "wordpiece")
-DEV = "jhe/jhe-koen-eval"  # the translator's validation split (KO_EN_SPLITS["val"])
+DEV, = KO_EN_SPLITS["val"]  # the translator's validation split: JHE eval
 
 
 def korean_texts(source: str) -> list[str]:
     """The Korean training text of `source`: "pairs" (the translator's) or "mono" (the encoder's)."""
-    root = data_dir() / "ko-en"
-    pair_side = [line for stem in KO_EN_SPLITS["train"] for line in read_lines(root / f"{stem}.ko")]
     if source == "pairs":
-        return pair_side
+        return [line for stem in KO_EN_SPLITS["train"] for line in read_lines(data_dir() / "ko-en" / f"{stem}.ko")]
     encoder = tomllib.loads((ROOT / "configs" / "ko_en" / "encoder_ko.toml").read_text("utf-8"))
     files = resolve_text_files(encoder["data"]["path"])
     return list(corpus_texts(files))
@@ -83,8 +82,6 @@ def intrinsic(tokenizer: Tokenizer, dev: list[str]) -> dict:
 
 def translation_scores(kind: str, vocab_size: int, minutes: float, folder: Path) -> dict:
     """configs/ko_en.toml with this tokenizer, trained for `minutes`, scored on JHE eval (beam 4)."""
-    import json
-
     from nanoformer.recipes.pipeline import load_pipeline, run_pipeline
 
     pipeline_file = folder / "pipeline.toml"

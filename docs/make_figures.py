@@ -271,12 +271,13 @@ def inputs_digest() -> dict[str, str]:
 
 
 def write_provenance(out: Path, written: list[Path], minutes: float, quick: bool) -> Path:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
+    from nanoformer.kernels.cpu import cpu_field
+
     record = {
         "command": "python docs/make_figures.py" + (" --quick" if quick else f" --minutes {minutes:g}"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": cpu,
+        "cpu": cpu_field("model name") or platform.processor(),
+        "cpu_family_model": f"{cpu_field('cpu family')}/{cpu_field('model')}",
         "inputs": inputs_digest(),
         "figures": {path.name: sha256(path) for path in sorted(written, key=lambda p: p.name)},
     }
