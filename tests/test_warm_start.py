@@ -265,3 +265,25 @@ device = "cpu"
     assert main(["train", str(config_file), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "disagree on special-token ids" in err and "init_encoder" in err and len(err.splitlines()) == 1, err
+
+
+def test_the_ablations_random_control_has_the_warm_started_translators_shape():
+    """configs/ko_en/translator_random.toml is the control of benchmarks/ko_en_warm_start.py: it must
+    have the shape the recipe's two parts give the warm-started translator, or the ablation compares
+    two architectures instead of two initialisations."""
+    from nanoformer.run_config import load_run_config
+    from nanoformer.training.warm_start import SHARED_FIELDS
+
+    configs = Path(__file__).resolve().parent.parent / "configs" / "ko_en"
+    encoder = load_run_config(configs / "encoder_ko.toml").model
+    decoder = load_run_config(configs / "decoder_en.toml").model
+    control = load_run_config(configs / "translator_random.toml").model
+    for name in SHARED_FIELDS:
+        if name == "final_norm":
+            assert control.use_final_norm == encoder.use_final_norm == decoder.use_final_norm
+        else:
+            assert getattr(control, name) == getattr(encoder, name) == getattr(decoder, name), name
+    assert (control.n_encoder_layers, control.n_decoder_layers) == (encoder.n_layers, decoder.n_layers)
+    assert control.max_positions == min(encoder.max_positions, decoder.max_positions)
+    assert control.tie_embeddings == decoder.tie_embeddings and control.output_bias == decoder.output_bias
+    assert not control.share_embeddings
