@@ -23,7 +23,6 @@ Run it on an otherwise idle machine: every stage trains for a fixed time.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -72,7 +71,9 @@ def train(run_dir: Path, plan: dict[str, tuple[Path, list[str]]]) -> None:
 
 def training_record(folder: Path) -> dict:
     """Steps, minutes and the last training loss, from the run's metrics.jsonl."""
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    from nanoformer.viz.metrics import read_metrics
+
+    rows = read_metrics(folder)
     trained = [row for row in rows if "train_loss" in row]
     evals = [row["val_loss"] for row in rows if "val_loss" in row]
     return {"steps": trained[-1]["step"], "minutes": round(trained[-1]["elapsed_s"] / 60, 2),
@@ -80,26 +81,15 @@ def training_record(folder: Path) -> dict:
             "best_val_loss": round(min(evals), 3) if evals else None}
 
 
-def scores(folder: Path, beam_size: int = 4) -> dict:
-    """sacreBLEU and chrF with signatures on the run's validation and test splits (its best checkpoint)."""
-    from nanoformer.api import load
-    from nanoformer.data.parallel import SplitFiles, read_split
-    from nanoformer.evaluation.bleu import TOKENIZE_FOR_TARGET, evaluate_translations
-    from nanoformer.recipes.translation import load_source_tokenizer
-    from nanoformer.training.checkpoint import read_config, resolve_checkpoint
+def scores(folder: Path) -> dict:
+    """sacreBLEU and chrF with signatures, beam 4, on the run's validation and test splits (its best
+    checkpoint), scored as the recipe's `evaluate` stage scores them."""
+    from nanoformer.recipes.translation import translation_scores
+    from nanoformer.training.checkpoint import resolve_checkpoint
 
-    checkpoint = resolve_checkpoint(folder)
-    model, tokenizer = load(checkpoint)
-    data = read_config(checkpoint)["data"]
-    out = {"checkpoint": checkpoint.name}
-    for split in ("val", "test"):
-        text = read_split(SplitFiles.from_json(split, data["files"][split]))
-        result, _ = evaluate_translations(
-            model, tokenizer, text.src, text.tgt, source_tokenizer=load_source_tokenizer(checkpoint, tokenizer),
-            beam_size=beam_size, batch_size=32, tokenize=TOKENIZE_FOR_TARGET.get(data.get("tgt_lang"), "13a"),
-            progress=False, where=text.where)
-        out[split] = {key: result[key] for key in ("bleu", "chrf", "signature", "chrf_signature") if key in result}
-    return out
+    results = translation_scores(folder, ["val", "test"], beam_size=4)
+    return {"checkpoint": resolve_checkpoint(folder).name} | {split: {key: result[key] for key in ("bleu", "chrf", "signature", "chrf_signature") if key in result}
+            for split, result in results.items()}
 
 
 def main_(argv: list[str] | None = None) -> int:

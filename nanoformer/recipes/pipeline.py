@@ -275,27 +275,14 @@ def run_average(pipeline: Pipeline, stage: Stage, record: dict, state: PipelineS
 
 def run_evaluate(pipeline: Pipeline, stage: Stage, record: dict, state: PipelineState, progress: bool):
     """sacreBLEU and chrF (with signatures) on the splits recorded in the model's config."""
-    from nanoformer.api import load
-    from nanoformer.data.parallel import SplitFiles, read_split
     from nanoformer.data.text import write_bytes_atomic
-    from nanoformer.evaluation.bleu import TOKENIZE_FOR_TARGET, evaluate_translations
-    from nanoformer.recipes.translation import load_source_tokenizer
-    from nanoformer.training.checkpoint import read_config, resolve_checkpoint
+    from nanoformer.recipes.translation import translation_scores
 
-    folder = resolve_checkpoint(pipeline.model_of(stage))
-    model, tokenizer = load(folder)
-    data = read_config(folder).get("data", {})
-    files = data.get("files") or {}
-    scores = {}
-    for split in stage.options.get("splits", [data.get("valid_split", "val")]):
-        if split not in files:
-            raise UserError(f"{stage.name}: no split {split!r} in {folder}'s data; it has {', '.join(sorted(files))}")
-        text = read_split(SplitFiles.from_json(split, files[split]), skip_empty=bool(data.get("skip_empty")))
-        result, _ = evaluate_translations(
-            model, tokenizer, text.src, text.tgt, source_tokenizer=load_source_tokenizer(folder, tokenizer),
-            beam_size=int(stage.options.get("beam_size", 4)), batch_size=int(stage.options.get("batch_size", 32)),
-            tokenize=TOKENIZE_FOR_TARGET.get(data.get("tgt_lang"), "13a"), progress=progress, where=text.where)
-        scores[split] = {k: v for k, v in result.items() if k != "bleu_detail"}
+    scores = translation_scores(pipeline.model_of(stage), stage.options.get("splits"),
+                                beam_size=int(stage.options.get("beam_size", 4)),
+                                batch_size=int(stage.options.get("batch_size", 32)), progress=progress,
+                                where=stage.name)
+    for split, result in scores.items():
         print(f"[pipeline] {stage.name} {split}: BLEU {result['bleu']:.2f} chrF {result['chrf']:.2f}  "
               f"{result['signature']}", file=sys.stderr)
     out = pipeline.folder(stage.name) / "scores.json"

@@ -268,3 +268,29 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
         progress=progress,
     )
     return trainer.fit(pause_after_s=pause_after_s)
+
+
+def translation_scores(model_dir: str | Path, splits: list[str] | None = None, beam_size: int = 4,
+                       batch_size: int = 32, progress: bool = False, where: str = "evaluate") -> dict[str, dict]:
+    """split -> sacreBLEU and chrF with signatures of a translator on the splits its config records
+    (default: its validation split); `where` names the caller in the error for a split it lacks."""
+    from nanoformer.api import load
+    from nanoformer.data.parallel import SplitFiles
+    from nanoformer.evaluation.bleu import TOKENIZE_FOR_TARGET, evaluate_translations
+    from nanoformer.training.checkpoint import read_config, resolve_checkpoint
+
+    folder = resolve_checkpoint(model_dir)
+    model, tokenizer = load(folder)
+    data = read_config(folder).get("data", {})
+    files = data.get("files") or {}
+    scores = {}
+    for split in splits or [data.get("valid_split", "val")]:
+        if split not in files:
+            raise UserError(f"{where}: no split {split!r} in {folder}'s data; it has {', '.join(sorted(files))}")
+        text = read_split(SplitFiles.from_json(split, files[split]), skip_empty=bool(data.get("skip_empty")))
+        result, _ = evaluate_translations(
+            model, tokenizer, text.src, text.tgt, source_tokenizer=load_source_tokenizer(folder, tokenizer),
+            beam_size=beam_size, batch_size=batch_size, tokenize=TOKENIZE_FOR_TARGET.get(data.get("tgt_lang"), "13a"),
+            progress=progress, where=text.where)
+        scores[split] = {k: v for k, v in result.items() if k != "bleu_detail"}
+    return scores
