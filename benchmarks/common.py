@@ -133,8 +133,20 @@ def cpu_family_model() -> str:
     return f"{family}/{model}" if family and model else ""
 
 
+_PEAKS: dict[str, float] = {}  # this process's matmul peaks, measured once by the first line that lacks them
+
+
 def write_result(name: str, result: dict, out: str | None) -> None:
-    """Print the result as one JSON line and append it to `out` (JSON lines) if given."""
+    """Print the result as one JSON line and append it to `out` (JSON lines) if given.
+
+    Every line records the CPU, its family/model, the GEMM and both matmul peaks, since a figure
+    holds only for the CPU it was measured on (the machines' CPU changes between sessions). A
+    result that did not measure the peaks itself gets this process's, measured once here.
+    """
+    if "matmul_peaks_gflops" not in result:
+        if not _PEAKS:
+            _PEAKS.update({gemm: round(gflops, 1) for gemm, gflops in matmul_peaks().items()})
+        result = {**result, "matmul_peaks_gflops": dict(_PEAKS)}
     record = {"benchmark": name, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **environment(), **result}
     line = json.dumps(record)
     print(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -110,6 +111,31 @@ def test_frozen_weights_reuse_packed_copies_only_within_the_block(backend):
     torch.optim.AdamW([param], lr=0.5, fused=True).step()
     with torch.no_grad(), frozen_weights():
         torch.testing.assert_close(linear(x, param), F.linear(x, param), rtol=1e-5, atol=1e-4)
+
+
+@needs_onednn
+def test_frozen_linear_goes_straight_to_the_packed_product_only_where_that_is_safe(backend):
+    backend("onednn")
+    torch.manual_seed(0)
+    x, w, b = torch.randn(3, 32), torch.nn.Parameter(torch.randn(16, 32)), torch.nn.Parameter(torch.randn(16))
+    outside = L.frozen_linear(w, b)  # outside frozen_weights: linear itself
+    assert isinstance(outside, functools.partial) and outside.func is linear
+    with frozen_weights():
+        project = L.frozen_linear(w, b)
+        assert not isinstance(project, functools.partial) and len(L._frozen.packed) == 1
+        with torch.no_grad():
+            torch.testing.assert_close(project(x), F.linear(x, w, b), rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(project(x[:, None, :]), F.linear(x[:, None, :], w, b), rtol=1e-5, atol=1e-4)
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast on: linear's path, torch's kernel
+                assert project(x).dtype == torch.bfloat16
+            broadcast = torch.ones(1, 32).expand(3, 32)  # stride 0: made contiguous by linear's path
+            torch.testing.assert_close(project(broadcast), F.linear(broadcast, w, b), rtol=1e-5, atol=1e-4)
+        out = project(x)  # grad enabled: through autograd, so the weights get their gradients
+        out.sum().backward()
+        assert w.grad is not None and b.grad is not None
+    backend("aten")
+    with frozen_weights():
+        assert isinstance(L.frozen_linear(w, b), functools.partial)  # no oneDNN here: nothing to pack
 
 
 @needs_onednn

@@ -21,7 +21,7 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -197,6 +197,31 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return _OneDnnLinear.apply(x, weight, bias)
     return _onednn_linear(x, _packed_weight(weight), bias)
+
+
+def frozen_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+    """`linear` on fixed weights as a function, for the decoding steps of a `frozen_weights` block.
+
+    Where oneDNN multiplies, the weight is packed here, once, and a call goes straight to the op:
+    a one-row product takes about 30 µs, and the checks `linear` repeats on every call (the
+    backend, each tensor's type, autocast, tracing) took about 10 µs more (docs/benchmarks.md,
+    "Decoding steps"). Those checks are made here instead, and a call only checks what can change
+    between steps: rows of another type, grad enabled or autocast on take `linear`'s own path.
+    Elsewhere, or outside `frozen_weights`, it is `linear` itself. The packed copy lives as long
+    as the function, so the weights must not change while it is in use.
+    """
+    general = functools.partial(linear, weight=weight, bias=bias)
+    if _frozen.packed is None or not _use_onednn(weight, bias):
+        return general
+    packed = _packed_weight(weight)
+    op = torch.ops.mkldnn._linear_pointwise
+
+    def project(x: Tensor) -> Tensor:
+        if x.dtype is not torch.float32 or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or 0 in x.stride():
+            return general(x)
+        return op(x, packed, bias, "none", [], "")
+
+    return project
 
 
 class Linear(nn.Linear):

@@ -13,7 +13,6 @@ slopes), computed once per forward and handed to every layer.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 from nanoformer.config import ModelConfig
 from nanoformer.kernels.decode_step import LayerWeights, decode_step  # one-token steps: kernels/decode_step.py
 from nanoformer.kernels.dropout import Dropout  # nn.Dropout, fast on the CPU: kernels/dropout.py
-from nanoformer.kernels.gemm import Linear, linear
+from nanoformer.kernels.gemm import Linear, frozen_linear
 from nanoformer.kernels.int8 import Int8Linear
 from nanoformer.kernels.packing import TokenPacking  # padding-free token-wise sublayers: kernels/packing.py
 from nanoformer.layers.attention import MultiHeadAttention
@@ -361,12 +360,12 @@ class Decoder(_Stack):
 
 
 def _weights(layer: nn.Module | None) -> Callable[[Tensor], Tensor] | None:
-    """The layer as a plain function: `linear` on its weight and bias, or an int8 layer's own product."""
+    """The layer as a plain function: `frozen_linear` on its weight and bias, or an int8 layer's own product."""
     if layer is None:
         return None
     if type(layer) is Int8Linear:
         return layer.forward
-    return functools.partial(linear, weight=layer.weight, bias=layer.bias)
+    return frozen_linear(layer.weight, layer.bias)
 
 
 def _norm_function(norm: nn.Module) -> Callable[[Tensor], Tensor]:
