@@ -206,7 +206,8 @@ def frozen_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tenso
     a one-row product takes about 30 µs, and the checks `linear` repeats on every call (the
     backend, each tensor's type, autocast, tracing) took about 10 µs more (docs/benchmarks.md,
     "Decoding steps"). Those checks are made here instead, and a call only checks what can change
-    between steps: rows of another type, grad enabled or autocast on take `linear`'s own path.
+    between steps: rows of another type, grad enabled or autocast on take `linear`'s own path
+    (a broadcast operand is made contiguous by `_onednn_linear`, as on that path).
     Elsewhere, or outside `frozen_weights`, it is `linear` itself. The packed copy lives as long
     as the function, so the weights must not change while it is in use.
     """
@@ -214,12 +215,11 @@ def frozen_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tenso
     if _frozen.packed is None or not _use_onednn(weight, bias):
         return general
     packed = _packed_weight(weight)
-    op = torch.ops.mkldnn._linear_pointwise
 
     def project(x: Tensor) -> Tensor:
-        if x.dtype is not torch.float32 or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or 0 in x.stride():
+        if x.dtype is not torch.float32 or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
             return general(x)
-        return op(x, packed, bias, "none", [], "")
+        return _onednn_linear(x, packed, bias)
 
     return project
 
