@@ -80,6 +80,24 @@ def score(checkpoint: Path, splits: list[str], args, extra: dict) -> None:
     (checkpoint / "scores.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
+def size_record(run_dir: Path) -> dict | None:
+    """What size = "auto" chose and measured (RUN/size.json), if the run was sized."""
+    path = run_dir / "size.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def sized_config(path: str, size: str, overrides: list[str]):
+    """The config without the keys `size` sets (nanoformer.run_config.SIZED_KEYS), sized by it instead."""
+    from nanoformer.run_config import SIZED_KEYS, build_run_config, tomllib
+
+    sections = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    for section, keys in SIZED_KEYS[sections["data"].get("kind", "lm")].items():
+        for key in keys:
+            sections.get(section, {}).pop(key, None)
+    sections["model"]["size"] = size
+    return build_run_config(sections, source=Path(path), overrides=overrides)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "multi30k_de_en.toml"))
@@ -93,6 +111,8 @@ def main() -> None:
     parser.add_argument("--average", type=int, default=0, help="also score the mean of the last N numbered checkpoints")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--eval-device", default="cpu")
+    parser.add_argument("--size", default=None,
+                        help="'auto' or a rung: the config's shape, batch and rate keys are dropped and [model] size set")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted benchmark in --run-dir")
     parser.add_argument("--progress", action="store_true", help="progress bars (off by default: meant for a log file)")
@@ -118,8 +138,10 @@ def main() -> None:
             continue
         # The budget is the whole --minutes (a cooldown in the config anneals towards its end);
         # each mark pauses the run there.
-        overrides = list(args.set) + [f'train.max_time="{args.minutes * 60:.0f}s"', "train.max_steps=10000000"]
-        run = load_run_config(args.config, overrides)
+        overrides = list(args.set) + [f'train.max_time="{args.minutes * 60:.0f}s"']
+        if not args.size:  # a sized run bounds its steps itself
+            overrides.append("train.max_steps=10000000")
+        run = sized_config(args.config, args.size, overrides) if args.size else load_run_config(args.config, overrides)
         started = time.perf_counter()
         result = train(run, run_dir, resume=resume, progress=args.progress, pause_after_s=minutes * 60)
         resume = True
@@ -132,7 +154,7 @@ def main() -> None:
         copy_model_only(last, mark_dir)
         splits = run.data.test_splits or ["test_2016_flickr", "test_2017_flickr"]
         extra = {
-            "config": Path(args.config).name, "overrides": list(args.set), "minutes": minutes, "step": result.step, "tokens_seen": result.tokens_seen,
+            "config": Path(args.config).name, "overrides": list(args.set), "size": size_record(run_dir), "minutes": minutes, "step": result.step, "tokens_seen": result.tokens_seen,
             "train_elapsed_s": round(state["elapsed_s"], 1), "val_loss": state.get("last_val_loss"),
             "stopped_by": result.stopped_by, "segment_wall_s": round(time.perf_counter() - started, 1),
             "threads": torch.get_num_threads(),

@@ -34,8 +34,11 @@ from nanoformer.recipes.speed_probe import probe_step_times  # noqa: E402
 from nanoformer.run_config import SIZED_KEYS, build_run_config, tomllib  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"decoder": ROOT / "configs" / "shakespeare_char.toml"}
-CORPORA = {"decoder": "Tiny Shakespeare, characters; mean cross-entropy (nats) over the whole validation split"}
+CONFIGS = {"decoder": ROOT / "configs" / "shakespeare_char.toml",
+           "encoder-decoder": ROOT / "configs" / "multi30k_de_en.toml"}
+CORPORA = {"decoder": "Tiny Shakespeare, characters; mean cross-entropy (nats) over the whole validation split",
+           "encoder-decoder": "Multi30k de-en, 8k joint BPE; mean target-token cross-entropy (nats, no smoothing) "
+                              "over the whole val split; D counts padded batch tokens (4,096 a step)"}
 # Millions of training tokens per rung: three each, a factor of 3 apart, sized so that one point
 # takes one to eight minutes on a 2-core CPU.
 GRID = {
@@ -46,6 +49,12 @@ GRID = {
         "4x256-c128": (0.5, 1.5, 4.0),
         "6x384-c256": (0.3, 1.0),
     },
+    # 400, 1,200 and 2,400 steps of 4,096 tokens: a 2-core CPU's 10 to 60 minutes.
+    "encoder-decoder": {
+        "3x128": (1.6384, 4.9152, 9.8304),
+        "3x192": (1.6384, 4.9152, 9.8304),
+        "3x256": (1.6384, 4.9152),
+    },
 }
 
 
@@ -53,7 +62,7 @@ def point_config(family: str, rung_name: str, tokens: float):
     """The shipped config with the rung as its shape, for `tokens` training tokens and no time limit."""
     path = CONFIGS[family]
     sections = tomllib.loads(path.read_text(encoding="utf-8"))
-    for section, keys in SIZED_KEYS.items():
+    for section, keys in SIZED_KEYS[sections.get("data", {}).get("kind", "lm")].items():
         for key in keys:
             sections.get(section, {}).pop(key, None)
     sections["train"].pop("max_time", None)
@@ -61,13 +70,15 @@ def point_config(family: str, rung_name: str, tokens: float):
     steps = max(1, round(tokens / rung.tokens_per_step))
     sections["model"]["size"] = rung_name
     sections["train"].update(max_steps=steps, eval_interval=steps, log_interval=max(1, steps // 20))
+    if family == "encoder-decoder":  # plain tokens: R-Drop's second pass would make a step count twice
+        sections["train"].update(rdrop=0.0, rdrop_from=0.0, keep_last=1)
     return build_run_config(sections, source=path), rung, steps
 
 
 def run_point(family: str, rung_name: str, millions: float, workdir: Path, out: str | None) -> None:
     run, rung, steps = point_config(family, rung_name, millions * 1e6)
     run_dir = workdir / f"{rung_name}-{millions:g}M"
-    probe = probe_step_times(run, [rung], vocab_size=65 if family == "decoder" else 8000)[rung.name]
+    probe = probe_step_times(run, [rung], vocab_size=65 if family == "decoder" else run.data.vocab_size)[rung.name]
     start = time.perf_counter()
     result = train(run, run_dir, progress=False)
     wall = time.perf_counter() - start
@@ -75,10 +86,19 @@ def run_point(family: str, rung_name: str, millions: float, workdir: Path, out: 
     train_s = max(m.get("elapsed_s", 0.0) for m in metrics)
     write_result("scaling_study", {
         "family": family, "rung": rung_name, "n_params": rung.n_params, "tokens": steps * rung.tokens_per_step,
-        "steps": result.step, "full_val_loss": full_validation_loss(run_dir)["full_val_loss"],
+        "steps": result.step, "full_val_loss": final_val_loss(family, run_dir, metrics),
         "wall_s": round(wall, 1), "train_s": round(train_s, 1), "step_s": round(train_s / max(1, result.step), 5),
         "probe_step_s": round(probe, 5),
     }, out)
+
+
+def final_val_loss(family: str, run_dir: Path, metrics: list[dict]) -> float:
+    """The whole validation split's loss at the end: a translator's trainer already scores every
+    val batch (eval_batches exceeds them), so its last val_loss is that; a language model's is
+    scored again over every token."""
+    if family == "encoder-decoder":
+        return round([m["val_loss"] for m in metrics if m.get("val_loss") is not None][-1], 4)
+    return full_validation_loss(run_dir)["full_val_loss"]
 
 
 def done_points(out: str | None) -> set[tuple[str, str, int]]:
@@ -115,6 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=sorted(GRID), default="decoder")
     parser.add_argument("--only", default=None, help="one rung, e.g. 4x256-c128")
+    parser.add_argument("--millions", type=float, default=None, help="one point of the rung's grid (millions of tokens)")
     parser.add_argument("--fit", action="store_true", help="fit the law to the points in --out and print it")
     parser.add_argument("--write", action="store_true", help="with --fit: store it in nanoformer/recipes/scaling_laws.json")
     parser.add_argument("--workdir", default=None, help="where runs go (default: a temporary folder)")
@@ -130,6 +151,8 @@ def main() -> None:
         if args.only and rung_name != args.only:
             continue
         for millions in grid:
+            if args.millions is not None and millions != args.millions:
+                continue
             run, rung, steps = point_config(args.family, rung_name, millions * 1e6)
             if (args.family, rung_name, steps * rung.tokens_per_step) in done:
                 continue

@@ -126,12 +126,19 @@ def apply_init_from(model_values: dict[str, Any], source: Path | None = None) ->
     return {**base, **values}, folder
 
 
-# What [model] size = "auto" (or a rung's name) sets: a config that gives these too has two
-# answers to one question.
+# What [model] size = "auto" (or a rung's name) sets, per [data] kind: a config that gives these
+# too has two answers to one question.
 SIZED_KEYS = {
-    "model": ("d_model", "n_layers", "n_heads", "d_ff", "max_positions"),
-    "data": ("block_size",),
-    "train": ("batch_size", "lr", "min_lr", "warmup_steps", "max_steps"),
+    "lm": {
+        "model": ("d_model", "n_layers", "n_heads", "d_ff", "max_positions"),
+        "data": ("block_size",),
+        "train": ("batch_size", "lr", "min_lr", "warmup_steps", "max_steps"),
+    },
+    "translation": {
+        "model": ("d_model", "n_layers", "n_heads", "d_ff"),
+        "data": ("max_tokens",),
+        "train": ("lr", "warmup_steps", "max_steps"),
+    },
 }
 
 
@@ -140,7 +147,7 @@ def check_size_keys(size: Any, sections: dict[str, dict[str, Any]], where: str) 
     if not isinstance(size, str) or not size:
         raise UserError(f"{where}: [model] size = {size!r}; expected 'auto', 'fixed' or the name of a rung such as "
                         "'4x256-c128'")
-    for section, keys in SIZED_KEYS.items():
+    for section, keys in SIZED_KEYS.get(sections.get("data", {}).get("kind", "lm"), {}).items():
         given = [key for key in keys if key in sections.get(section, {})]
         if section == "train" and "max_time" not in sections.get("train", {}):  # a rung may run for a number of steps
             given = [key for key in given if key != "max_steps"]

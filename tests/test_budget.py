@@ -19,7 +19,8 @@ from nanoformer.cli import main
 from nanoformer.errors import UserError
 from nanoformer.recipes import budget, train
 from nanoformer.recipes.budget import MIN_STEPS, choose, rank_rungs
-from nanoformer.recipes.ladders import DECODER_LADDER
+from nanoformer.models import Seq2SeqTransformer
+from nanoformer.recipes.ladders import DECODER_LADDER, ENCODER_DECODER_LADDER
 from nanoformer.recipes.scaling_law import LossPoint, ScalingLaw, fit_scaling_law
 from nanoformer.run_config import build_run_config, load_run_config
 
@@ -196,7 +197,113 @@ def test_size_fixed_keeps_the_shape_the_config_gives(tmp_path):
 
 
 def test_size_on_a_family_without_a_ladder_is_refused_not_ignored(tmp_path):
-    sections = {"model": {"arch": "encoder-decoder", "size": "auto"}, "data": {"kind": "translation", "name": "multi30k"},
+    sections = {"model": {"arch": "encoder", "size": "auto"}, "data": {"kind": "mlm", "path": str(tmp_path)},
                 "train": {"max_time": "10m"}}
-    with pytest.raises(UserError, match="fitted for GPT-style language models"):
+    with pytest.raises(UserError, match="fitted for GPT-style language models and translators"):
         train(build_run_config(sections), tmp_path / "run", progress=False)
+
+
+# The encoder-decoder ladder (configs/multi30k_de_en.toml's family): the same rule, with a
+# translator's shape, token batches and Noam rate.
+
+WORDS = {"ein": "a", "mann": "man", "hund": "dog", "rot": "red", "blau": "blue", "geht": "walks", "katze": "cat"}
+
+
+def translation_sections(folder: Path, **train) -> dict:
+    rng = random.Random(0)
+    for split, n in (("train", 300), ("val", 40), ("test", 20)):
+        src = [[rng.choice(list(WORDS)) for _ in range(rng.randint(2, 6))] for _ in range(n)]
+        (folder / f"{split}.de").write_text("".join(" ".join(s) + "\n" for s in src), encoding="utf-8")
+        (folder / f"{split}.en").write_text("".join(" ".join(WORDS[w] for w in s) + "\n" for s in src), encoding="utf-8")
+    return {
+        "model": {"arch": "encoder-decoder", "size": "auto", "max_positions": 32, "norm_position": "pre",
+                  "positional": "sinusoidal", "dropout": 0.1},
+        "data": {"kind": "translation", "path": str(folder), "src_lang": "de", "tgt_lang": "en", "tokenizer": "bpe",
+                 "vocab_size": 300, "max_length": 24},
+        "train": {"max_time": "20s", "schedule": "noam", "eval_interval": 50, "eval_batches": 100, "log_interval": 10,
+                  "device": "cpu", **train},
+    }
+
+
+@pytest.fixture
+def fixed_translation_machine(monkeypatch):
+    """A law for the encoder-decoder ladder and a probe that 'measures' fixed step times."""
+    calls = []
+
+    def probe(run, rungs, vocab_size, steps=3, stop_after_s=None):
+        calls.append([r.name for r in rungs])
+        return {r.name: {"3x128": 0.05, "3x192": 0.08, "3x256": 0.12}[r.name] for r in rungs}
+
+    monkeypatch.setitem(budget.LAWS, "encoder-decoder", LAW)
+    monkeypatch.setattr(speed_probe, "probe_step_times", probe)
+    return calls
+
+
+def test_translation_rungs_count_every_layer_parameter_cross_attention_included():
+    for rung in ENCODER_DECODER_LADDER:
+        run = build_run_config({"model": {"arch": "encoder-decoder", "d_model": rung.d_model, "n_layers": rung.n_layers,
+                                          "n_heads": rung.n_heads, "d_ff": rung.d_ff},
+                                "data": {"kind": "translation", "name": "multi30k"}})
+        model = Seq2SeqTransformer(run.model.replace(vocab_size=300))
+        assert rung.n_params == sum(p.numel() for name, p in model.named_parameters() if ".layers." in name)
+
+
+def test_a_named_translation_rung_sets_shape_batch_and_the_noam_multiplier(tmp_path, fixed_translation_machine):
+    sections = translation_sections(tmp_path, max_steps=2)
+    sections["model"]["size"] = "3x128"
+    del sections["train"]["max_time"]
+    train(build_run_config(sections), tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "last" / "config.json").read_text())
+    assert (saved["model"]["d_model"], saved["model"]["n_layers"], saved["model"]["d_ff"]) == (128, 3, 512)
+    assert saved["data"]["max_tokens"] == 4096 and saved["train"]["warmup_steps"] == 100
+    # the Noam rate's peak, lr / sqrt(d * warmup), is the rung's
+    assert saved["train"]["lr"] / math.sqrt(128 * 100) == pytest.approx(ENCODER_DECODER_LADDER[0].lr)
+    assert fixed_translation_machine == []  # no budget, nothing to measure
+
+
+def test_translation_auto_counts_r_drop_steps_and_the_real_validation_batches(tmp_path, fixed_translation_machine):
+    sections = translation_sections(tmp_path, rdrop=1.0, rdrop_from=0.5)
+    result = train(build_run_config(sections), tmp_path / "run", progress=False, pause_after_s=0.5)
+    assert result.stopped_by == "pause" and fixed_translation_machine == [["3x128", "3x192", "3x256"]]
+    record = json.loads((tmp_path / "run" / "size.json").read_text())
+    one_batch = 1 / (3 * 50)  # the toy val split is one 4,096-token batch, not eval_batches = 100
+    step_s = {"3x128": 0.05, "3x192": 0.08, "3x256": 0.12}
+    expected = choose(rank_rungs(ENCODER_DECODER_LADDER, LAW, 20, step_s, one_batch, 0.5), 20)
+    assert record["chosen"] == expected.rung.name and record["expected_steps"] == expected.steps
+    # half the budget at full rate, half at R-Drop's half rate
+    assert expected.steps == int(20 * 0.75 / (step_s[expected.rung.name] * (1 + one_batch)))
+
+
+def test_translation_sizes_refuse_the_keys_they_set(tmp_path, fixed_translation_machine):
+    for section, key, value in (("data", "max_tokens", 2048), ("model", "d_model", 64), ("train", "warmup_steps", 50)):
+        sections = translation_sections(tmp_path)
+        sections[section][key] = value
+        with pytest.raises(UserError, match=rf"sets \[{section}\] {key}") as error:
+            train(build_run_config(sections), tmp_path / "run", progress=False)
+        assert "\n" not in str(error.value)
+
+
+def test_the_probe_times_a_real_encoder_decoder_step(tmp_path):
+    run = build_run_config({**translation_sections(tmp_path), "model": {"arch": "encoder-decoder", "dropout": 0.0}})
+    times = speed_probe.probe_step_times(run, ENCODER_DECODER_LADDER[:2], vocab_size=300, steps=1)
+    assert list(times) == ["3x128", "3x192"] and 0 < times["3x128"] < times["3x192"]
+
+
+def test_steps_in_a_budget_count_r_drop_at_half_rate():
+    assert budget.steps_in(600, 1.0) == 600
+    assert budget.steps_in(600, 1.0, doubled=0.5) == 450
+    assert budget.steps_in(600, 1.0, overhead=0.5, doubled=1.0) == 200
+
+
+def test_cli_plan_sizes_a_translator(tmp_path, fixed_translation_machine, capsys):
+    translation_sections(tmp_path)  # writes the pairs
+    config = tmp_path / "auto.toml"
+    config.write_text(f'[model]\narch = "encoder-decoder"\nsize = "auto"\n[data]\nkind = "translation"\npath = "{tmp_path}"\n'
+                      'src_lang = "de"\ntgt_lang = "en"\n[train]\nmax_time = "10m"\nschedule = "noam"\ndevice = "cpu"\n',
+                      encoding="utf-8")
+    assert main(["plan", str(config)]) == 0
+    out = capsys.readouterr().out
+    run = load_run_config(config)
+    expected = choose(rank_rungs(ENCODER_DECODER_LADDER, LAW, 600, {"3x128": 0.05, "3x192": 0.08, "3x256": 0.12},
+                                 budget.eval_overhead(run.train)), 600)
+    assert f"chosen: {expected.rung.name}" in out and "3x128" in out and "3x256" in out

@@ -85,7 +85,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     check_sizable(run)
     base_dir = run.source.parent if run.source else None
     vocab_size = run.data.vocab_size
-    if run.data.tokenizer == "char":  # the characters of the text: cheap to count, and they set the output layer
+    if run.data_kind == "lm" and run.data.tokenizer == "char":  # the characters of the text: cheap to count, and they set the output layer
         vocab_size = train_tokenizer(run.data, data_files(run.data, base_dir)).vocab_size
     candidates, best = plan_budget(run, vocab_size)
     law = LAWS[run.model.arch]
@@ -98,6 +98,9 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(f"{mark:<3}{c.rung.name:<12} {c.rung.n_params:>10,} {c.step_s * 1000:>8.0f} {c.steps:>7} "
               f"{c.tokens / 1e6:>7.2f}M {loss:>14}")
     print(f"chosen: {best.rung.name} ({best.rung.describe()}), expected val loss {best.predicted_loss:.3f}")
+    if run.data_kind == "translation":
+        print(f"(evaluation counted as eval_batches = {run.train.eval_batches} batches every {run.train.eval_interval} "
+              "steps; `train` counts the validation split's real batches, so it may expect a few more steps)")
     corpus = FITTED.get(run.model.arch, {}).get("corpus")
     if corpus:
         print(f"(the law was fitted on {corpus}; on other text its losses rank the shapes but are not a forecast)")

@@ -11,6 +11,7 @@ model learns more per token but sees few tokens, a small one sees many but satur
 
 The choice is recorded in RUN/size.json and the checkpoints' config, so `--resume` and re-runs
 into the same folder train the same shape; `size = "4x256-c128"` names a rung directly.
+Language models (the decoder ladder) and translators (the encoder-decoder ladder) are sized so far.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from typing import Any
 from nanoformer.data.text import write_bytes_atomic
 from nanoformer.errors import UserError
 from nanoformer.recipes import speed_probe
-from nanoformer.recipes.ladders import LADDERS, Rung
+from nanoformer.recipes.ladders import LADDERS, Rung, TranslationRung
 from nanoformer.recipes.scaling_law import ScalingLaw
 from nanoformer.run_config import RunConfig
 from nanoformer.training.config import TrainConfig
 from nanoformer.training.distributed import dist_info_from_env
 
 MIN_STEPS = 100  # fewer updates than this is warm-up and noise, whatever the shape
+SIZABLE_KINDS = {"lm": "decoder", "translation": "encoder-decoder"}  # [data] kind -> the arch its ladder is for
 SIZE_FILE = "size.json"
 
 
@@ -50,10 +52,11 @@ LAWS: dict[str, ScalingLaw] = {arch: ScalingLaw(**{key: entry[key] for key in ("
 
 
 def check_sizable(run: RunConfig) -> None:
-    """`size` is fitted for language models only so far: elsewhere it is refused, never ignored."""
-    if run.size is not None and run.data_kind != "lm":
-        raise UserError(f"[model] size = {run.size!r}: budget sizing is fitted for GPT-style language models "
-                        f"([data] kind 'lm') so far, not {run.data_kind!r}; remove `size` and give the shape")
+    """`size` is fitted for language models and translators so far: elsewhere it is refused, never ignored."""
+    if run.size is not None and run.data_kind not in SIZABLE_KINDS:
+        raise UserError(f"[model] size = {run.size!r}: budget sizing is fitted for GPT-style language models and "
+                        f"translators ([data] kind {' or '.join(map(repr, SIZABLE_KINDS))}) so far, not "
+                        f"{run.data_kind!r}; remove `size` and give the shape")
 
 
 def ladder_for(arch: str, where: str = "config") -> tuple[Rung, ...]:
@@ -76,10 +79,29 @@ def warmup_for(steps: int) -> int:
     return max(10, min(100, steps // 20))
 
 
-def eval_overhead(train: TrainConfig) -> float:
+def translation_warmup_for(steps: int) -> int:
+    """A sixth of the run, between 100 and the shipped config's 500 updates: the Noam schedule's
+    rate rises through its warm-up, and a translator's first few hundred updates need it low."""
+    return min(500, max(100, steps // 6))
+
+
+def eval_overhead(train: TrainConfig, val_batches: int | None = None) -> float:
     """The fraction a step's time grows by through evaluation: eval_batches forward passes (a third
-    of a training step each) every eval_interval steps."""
-    return train.eval_batches / (3.0 * train.eval_interval)
+    of a training step each) every eval_interval steps, or fewer when the split has fewer batches."""
+    batches = train.eval_batches if val_batches is None else min(train.eval_batches, val_batches)
+    return batches / (3.0 * train.eval_interval)
+
+
+def doubled_fraction(train: TrainConfig) -> float:
+    """The part of the budget whose steps cost twice as much: R-Drop runs each batch twice from
+    rdrop_from on."""
+    return 1.0 - train.rdrop_from if train.rdrop else 0.0
+
+
+def steps_in(budget_s: float, step_s: float, overhead: float = 0.0, doubled: float = 0.0) -> int:
+    """Updates a budget buys: its first (1 - doubled) at one step each step_s, the rest at half that rate."""
+    per_s = 1.0 / (step_s * (1.0 + overhead))
+    return int(budget_s * (1.0 - doubled) * per_s + budget_s * doubled * per_s / 2.0)
 
 
 @dataclass(frozen=True)
@@ -95,7 +117,7 @@ class Candidate:
 
 
 def rank_rungs(ladder: tuple[Rung, ...], law: ScalingLaw, budget_s: float, step_s: dict[str, float],
-               overhead: float = 0.0) -> list[Candidate]:
+               overhead: float = 0.0, doubled: float = 0.0) -> list[Candidate]:
     """Every measured rung with the steps `budget_s` buys it and the loss the law expects.
 
     A pure function of its arguments: the same measurements and budget give the same choice.
@@ -104,7 +126,7 @@ def rank_rungs(ladder: tuple[Rung, ...], law: ScalingLaw, budget_s: float, step_
     for rung in ladder:
         if rung.name not in step_s:
             continue
-        steps = int(budget_s / (step_s[rung.name] * (1.0 + overhead)))
+        steps = steps_in(budget_s, step_s[rung.name], overhead, doubled)
         loss = law.predict(rung.n_params, steps * rung.tokens_per_step) if steps >= MIN_STEPS else None
         candidates.append(Candidate(rung, step_s[rung.name], steps, loss))
     return candidates
@@ -121,14 +143,22 @@ def choose(candidates: list[Candidate], budget_s: float) -> Candidate:
     return min(fitting, key=lambda c: c.predicted_loss)
 
 
-def apply_rung(run: RunConfig, rung: Rung, steps: int | None) -> RunConfig:
+def apply_rung(run: RunConfig, rung: Rung | TranslationRung, steps: int | None) -> RunConfig:
     """`run` with the rung's shape, batch and rates; `steps`: the updates expected (sets the warm-up)."""
-    model = run.model.replace(d_model=rung.d_model, n_layers=rung.n_layers, n_heads=rung.n_heads, d_ff=rung.d_ff,
-                              max_positions=rung.context)
-    data = dataclasses.replace(run.data, block_size=rung.context)
     expected = steps if steps is not None else (run.train.max_steps if run.train.max_time is None else 2000)
-    train = {**run.train.to_dict(), "batch_size": rung.batch_size, "lr": rung.lr, "min_lr": rung.lr / 10,
-             "warmup_steps": warmup_for(expected)}
+    shape = dict(d_model=rung.d_model, n_layers=rung.n_layers, n_heads=rung.n_heads, d_ff=rung.d_ff)
+    if isinstance(rung, TranslationRung):
+        model = run.model.replace(**shape)
+        data = dataclasses.replace(run.data, max_tokens=rung.max_tokens)
+        warmup = translation_warmup_for(expected)
+        # Noam's lr is a multiplier: its peak, at the end of the warm-up, is lr / sqrt(d * warmup).
+        lr = rung.lr * (rung.d_model * warmup) ** 0.5 if run.train.schedule == "noam" else rung.lr
+        train = {**run.train.to_dict(), "lr": lr, "warmup_steps": warmup}
+    else:
+        model = run.model.replace(**shape, max_positions=rung.context)
+        data = dataclasses.replace(run.data, block_size=rung.context)
+        train = {**run.train.to_dict(), "batch_size": rung.batch_size, "lr": rung.lr, "min_lr": rung.lr / 10,
+                 "warmup_steps": warmup_for(expected)}
     if run.train.max_time is not None:
         train["max_steps"] = 10 * expected + 1000  # the clock ends the run; steps only bound it
     return dataclasses.replace(run, model=model, data=data, train=TrainConfig.from_dict(train))
@@ -148,7 +178,7 @@ def write_size_record(run_dir: Path, record: dict[str, Any]) -> None:
     write_bytes_atomic(Path(run_dir) / SIZE_FILE, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
 
 
-def plan_budget(run: RunConfig, vocab_size: int) -> tuple[list[Candidate], Candidate]:
+def plan_budget(run: RunConfig, vocab_size: int, val_batches: int | None = None) -> tuple[list[Candidate], Candidate]:
     """Measure this machine, rank the family's rungs for run.train.max_time, and pick one."""
     where = str(run.source) if run.source else "config"
     arch, budget_s = run.model.arch, run.train.max_time_s
@@ -160,12 +190,13 @@ def plan_budget(run: RunConfig, vocab_size: int) -> tuple[list[Candidate], Candi
     if budget_s is None:
         raise UserError(f"{where}: [model] size = 'auto' sizes the model for [train] max_time; give one")
     step_s = speed_probe.probe_step_times(run, ladder, vocab_size, stop_after_s=budget_s / MIN_STEPS)
-    candidates = rank_rungs(ladder, law, budget_s, step_s, eval_overhead(run.train))
+    candidates = rank_rungs(ladder, law, budget_s, step_s, eval_overhead(run.train, val_batches),
+                            doubled_fraction(run.train))
     return candidates, choose(candidates, budget_s)
 
 
 def size_for_budget(run: RunConfig, run_dir: Path, vocab_size: int, resume: bool = False,
-                    log=print) -> RunConfig:
+                    log=print, val_batches: int | None = None) -> RunConfig:
     """The run with its shape chosen (size = "auto"), or named (size = a rung); unchanged without `size`.
 
     A recorded choice (RUN/size.json) is reused when resuming, and by a fresh run into the same
@@ -180,7 +211,7 @@ def size_for_budget(run: RunConfig, run_dir: Path, vocab_size: int, resume: bool
         steps = None
         if budget_s is not None and not dist_info_from_env().enabled:  # ranks must agree: no probe under torchrun
             step_s = speed_probe.probe_step_times(run, [rung], vocab_size)[rung.name]
-            steps = int(budget_s / (step_s * (1.0 + eval_overhead(run.train))))
+            steps = steps_in(budget_s, step_s, eval_overhead(run.train, val_batches), doubled_fraction(run.train))
         log(f"size {rung.name}: {rung.describe()}")
         return _recorded(apply_rung(run, rung, steps), {"size": run.size, "chosen": rung.name, "expected_steps": steps})
 
@@ -196,7 +227,7 @@ def size_for_budget(run: RunConfig, run_dir: Path, vocab_size: int, resume: bool
         raise UserError(f"{run_dir}: resuming a size = 'auto' run needs the choice it recorded in {SIZE_FILE}, "
                         "which is missing; resume with the shape fixed, or start a new run")
     started = time.perf_counter()
-    candidates, best = plan_budget(run, vocab_size)
+    candidates, best = plan_budget(run, vocab_size, val_batches)
     probe_s = time.perf_counter() - started
     log(f"size auto for {budget_s:g}s: {best.rung.name} ({best.rung.describe()}); {best.step_s * 1000:.0f} ms a "
         f"step (measured in {probe_s:.0f}s), ~{best.steps} steps, expected val loss {best.predicted_loss:.3f}; "

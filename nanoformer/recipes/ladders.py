@@ -52,4 +52,47 @@ DECODER_LADDER: tuple[Rung, ...] = (
     Rung("6x384-c256", 6, 384, 6, 256, 8, 1.5e-3),
     Rung("8x512-c256", 8, 512, 8, 256, 8, 1e-3),
 )
-LADDERS: dict[str, tuple[Rung, ...]] = {"decoder": DECODER_LADDER}
+
+
+@dataclass(frozen=True)
+class TranslationRung:
+    """One shape of the encoder-decoder ladder: as many encoder as decoder layers, batches of
+    `max_tokens` (sentences x longest side, as [data] max_tokens), and the Noam schedule's peak rate."""
+
+    name: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    max_tokens: int
+    lr: float  # the peak: the Noam multiplier is set from it and the warm-up (budget.apply_rung)
+
+    @property
+    def d_ff(self) -> int:
+        return 4 * self.d_model
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Batch tokens with padding: the law's D counts these, since every rung batches alike."""
+        return self.max_tokens
+
+    @property
+    def n_params(self) -> int:
+        """Non-embedding parameters: encoder layers (self-attention, FFN, 2 norms) and decoder
+        layers (those plus cross-attention and its norm)."""
+        d, f = self.d_model, self.d_ff
+        attention, ffn, norm = 4 * d * d + 4 * d, 2 * d * f + f + d, 2 * d
+        return self.n_layers * ((attention + ffn + 2 * norm) + (2 * attention + ffn + 3 * norm))
+
+    def describe(self) -> str:
+        return f"{self.n_layers}+{self.n_layers} x {self.d_model}, {self.max_tokens} tokens a batch, peak lr {self.lr:g}"
+
+
+# Encoder-decoder translators, from the shipped Multi30k shape (3+3 x 256, 4 heads, 4,096-token
+# batches, Noam peak 2e-3) down. Peak rates scale as d^-0.5, the Noam schedule's own rule.
+ENCODER_DECODER_LADDER: tuple[TranslationRung, ...] = (
+    TranslationRung("3x128", 3, 128, 4, 4096, 2.83e-3),
+    TranslationRung("3x192", 3, 192, 4, 4096, 2.31e-3),
+    TranslationRung("3x256", 3, 256, 4, 4096, 2e-3),
+)
+LADDERS: dict[str, tuple[Rung, ...] | tuple[TranslationRung, ...]] = {
+    "decoder": DECODER_LADDER, "encoder-decoder": ENCODER_DECODER_LADDER}

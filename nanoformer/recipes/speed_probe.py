@@ -2,27 +2,34 @@
 
 A step here is what the trainer does: forward with the loss, backward, gradient clipping, AdamW
 and zeroing the gradients, on random tokens of the rung's batch shape (the time of a step does
-not depend on which tokens it sees). The first step is a warm-up (allocations, oneDNN's plans)
-and is not counted; the median of the next ones is. The whole probe takes about 10 s on a
-2-core CPU, most of it in the largest rung the budget could afford.
+not depend on which tokens it sees). A translation rung's batch is max_tokens split into
+PROBE_SENTENCE_TOKENS-token sentences on both sides: its padded shape, which is what is computed.
+The first step is a warm-up (allocations, oneDNN's plans) and is not counted; the median of the
+next ones is. The whole probe takes about 10 s on a 2-core CPU, most of it in the largest rung
+the budget could afford.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from nanoformer.models import DecoderModel
-from nanoformer.recipes.ladders import Rung
+from nanoformer.models import DecoderModel, Seq2SeqTransformer
+from nanoformer.recipes.ladders import Rung, TranslationRung
 from nanoformer.run_config import RunConfig
 from nanoformer.training.device import select_device
 from nanoformer.training.optim import build_optimizer
 
 
-def probe_step_times(run: RunConfig, rungs: list[Rung] | tuple[Rung, ...], vocab_size: int, steps: int = 2,
+PROBE_SENTENCE_TOKENS = 32  # a translation batch's longest side, about Multi30k's (captions of 10-30 tokens)
+
+
+def probe_step_times(run: RunConfig, rungs: list[Rung] | tuple[Rung, ...] | list[TranslationRung] | tuple[TranslationRung, ...],
+                     vocab_size: int, steps: int = 2,
                      stop_after_s: float | None = None) -> dict[str, float]:
     """Seconds per training step of each rung, smallest first.
 
@@ -36,18 +43,15 @@ def probe_step_times(run: RunConfig, rungs: list[Rung] | tuple[Rung, ...], vocab
     state = torch.random.get_rng_state()
     try:
         for rung in rungs:
-            config = run.model.replace(vocab_size=vocab_size, d_model=rung.d_model, n_layers=rung.n_layers,
-                                       n_heads=rung.n_heads, d_ff=rung.d_ff, max_positions=rung.context)
-            model = DecoderModel(config).to(device)
+            model, loss = _model_and_loss(run, rung, vocab_size, generator, device)
             optimizer = build_optimizer(model, run.train)
-            ids = torch.randint(vocab_size, (rung.batch_size, rung.context + 1), generator=generator).to(device)
             if not times:  # the process's first steps also pay one-time costs (thread pools, oneDNN's set-up)
-                _timed_step(model, optimizer, ids, run.train.grad_clip)
-            warmup = _timed_step(model, optimizer, ids, run.train.grad_clip)
+                _timed_step(model, optimizer, loss, run.train.grad_clip)
+            warmup = _timed_step(model, optimizer, loss, run.train.grad_clip)
             if stop_after_s is not None and warmup > stop_after_s:  # too slow already: no need to time it closely
                 times[rung.name] = warmup
                 break
-            seconds = [_timed_step(model, optimizer, ids, run.train.grad_clip) for _ in range(steps)]
+            seconds = [_timed_step(model, optimizer, loss, run.train.grad_clip) for _ in range(steps)]
             times[rung.name] = statistics.median(seconds)
             del model, optimizer
             if stop_after_s is not None and times[rung.name] > stop_after_s:
@@ -57,16 +61,34 @@ def probe_step_times(run: RunConfig, rungs: list[Rung] | tuple[Rung, ...], vocab
     return times
 
 
-def _timed_step(model: nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor, grad_clip: float | None) -> float:
-    if ids.device.type == "cuda":
+def _model_and_loss(run: RunConfig, rung: Rung | TranslationRung, vocab_size: int, generator: torch.Generator,
+                    device: torch.device) -> tuple[nn.Module, Callable[[], Tensor]]:
+    """The rung's model and its loss on one random batch of the rung's shape."""
+    shape = dict(vocab_size=vocab_size, d_model=rung.d_model, n_layers=rung.n_layers, n_heads=rung.n_heads,
+                 d_ff=rung.d_ff)
+    if isinstance(rung, TranslationRung):
+        model = Seq2SeqTransformer(run.model.replace(**shape, target_vocab_size=None)).to(device)
+        rows = max(1, rung.max_tokens // PROBE_SENTENCE_TOKENS)
+        src, tgt = (torch.randint(4, vocab_size, (rows, PROBE_SENTENCE_TOKENS + 1), generator=generator).to(device)
+                    for _ in range(2))
+        return model, lambda: model(src[:, 1:], tgt[:, :-1], targets=tgt[:, 1:])
+    model = DecoderModel(run.model.replace(**shape, max_positions=rung.context)).to(device)
+    ids = torch.randint(vocab_size, (rung.batch_size, rung.context + 1), generator=generator).to(device)
+    return model, lambda: model(ids[:, :-1], targets=ids[:, 1:])
+
+
+def _timed_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_of_batch: Callable[[], Tensor],
+                grad_clip: float | None) -> float:
+    cuda = next(model.parameters()).device.type == "cuda"
+    if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
-    loss = model(ids[:, :-1], targets=ids[:, 1:])
+    loss = loss_of_batch()
     loss.backward()
     if grad_clip:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    if ids.device.type == "cuda":
+    if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nanoformer.data.batching import TranslationBatches
+from nanoformer.data.batching import TranslationBatches, fixed_batches
 from nanoformer.data.bpe_dropout import BpeDropoutText
 from nanoformer.data.parallel import (
     ParallelText,
@@ -40,6 +40,7 @@ from nanoformer.data.parallel import (
 from nanoformer.errors import UserError
 from nanoformer.layers.losses import IGNORE_INDEX, rdrop_consistency
 from nanoformer.models import Seq2SeqTransformer
+from nanoformer.recipes.budget import size_for_budget
 from nanoformer.run_config import RunConfig
 from nanoformer.tokenizer import Tokenizer
 from nanoformer.training.contracts import FitResult
@@ -219,6 +220,11 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
     val_ids = encode(val_text, source, target)
     val_keep = filter_pairs(val_text, *val_ids, run.model.max_positions - 1, None, data.valid_split)
     val_ids = ([val_ids[0][i] for i in val_keep], [val_ids[1][i] for i in val_keep])
+    val_batches = len(fixed_batches([len(s) + 1 for s in val_ids[0]], [len(t) + 1 for t in val_ids[1]],
+                                    data.max_tokens))
+    run = size_for_budget(run, run_dir, source.vocab_size, resume=resume, log=print if rank == 0 else _quiet,
+                          val_batches=val_batches)
+    data = run.data  # size = "auto" may set max_tokens
 
     specials = target.special_ids()
     joint = source is target
@@ -268,6 +274,10 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
         progress=progress,
     )
     return trainer.fit(pause_after_s=pause_after_s)
+
+
+def _quiet(*args, **kwargs) -> None:
+    """Ranks other than 0 say nothing."""
 
 
 def translation_scores(model_dir: str | Path, splits: list[str] | None = None, beam_size: int = 4,
