@@ -88,12 +88,10 @@ def size_record(run_dir: Path) -> dict | None:
 
 def sized_config(path: str, size: str, overrides: list[str]):
     """The config without the keys `size` sets (nanoformer.run_config.SIZED_KEYS), sized by it instead."""
-    from nanoformer.run_config import SIZED_KEYS, build_run_config, tomllib
+    from nanoformer.run_config import build_run_config, drop_sized_keys, tomllib
 
     sections = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    for section, keys in SIZED_KEYS[sections["data"].get("kind", "lm")].items():
-        for key in keys:
-            sections.get(section, {}).pop(key, None)
+    drop_sized_keys(sections)
     sections["model"]["size"] = size
     return build_run_config(sections, source=Path(path), overrides=overrides)
 

@@ -31,7 +31,7 @@ from nanoformer.recipes.budget import find_rung  # noqa: E402
 from nanoformer.recipes.ladders import LADDERS  # noqa: E402
 from nanoformer.recipes.scaling_law import LossPoint, fit_scaling_law  # noqa: E402
 from nanoformer.recipes.speed_probe import probe_step_times  # noqa: E402
-from nanoformer.run_config import SIZED_KEYS, build_run_config, tomllib  # noqa: E402
+from nanoformer.run_config import build_run_config, drop_sized_keys, tomllib  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"decoder": ROOT / "configs" / "shakespeare_char.toml",
@@ -62,9 +62,7 @@ def point_config(family: str, rung_name: str, tokens: float):
     """The shipped config with the rung as its shape, for `tokens` training tokens and no time limit."""
     path = CONFIGS[family]
     sections = tomllib.loads(path.read_text(encoding="utf-8"))
-    for section, keys in SIZED_KEYS[sections.get("data", {}).get("kind", "lm")].items():
-        for key in keys:
-            sections.get(section, {}).pop(key, None)
+    drop_sized_keys(sections)
     sections["train"].pop("max_time", None)
     rung = find_rung(sections["model"].get("arch", family), rung_name)
     steps = max(1, round(tokens / rung.tokens_per_step))

@@ -142,12 +142,27 @@ SIZED_KEYS = {
 }
 
 
-def check_size_keys(size: Any, sections: dict[str, dict[str, Any]], where: str) -> None:
+def sized_keys(sections: dict[str, dict[str, Any]], default_data_kind: str | None = None) -> dict[str, tuple[str, ...]]:
+    """The keys a size sets for this config's [data] kind (its arch's default kind when it names none)."""
+    arch = sections.get("model", {}).get("arch", ModelConfig.arch)
+    kind = sections.get("data", {}).get("kind", default_data_kind or DEFAULT_DATA_KIND.get(arch, "lm"))
+    return SIZED_KEYS.get(kind, {})
+
+
+def drop_sized_keys(sections: dict[str, dict[str, Any]]) -> None:
+    """Remove what a size would set, so that the config can be sized instead (benchmarks, studies)."""
+    for section, keys in sized_keys(sections).items():
+        for key in keys:
+            sections.get(section, {}).pop(key, None)
+
+
+def check_size_keys(size: Any, sections: dict[str, dict[str, Any]], where: str,
+                    default_data_kind: str | None = None) -> None:
     """`size` is "auto" or a rung's name, and the keys it sets are not given beside it."""
     if not isinstance(size, str) or not size:
         raise UserError(f"{where}: [model] size = {size!r}; expected 'auto', 'fixed' or the name of a rung such as "
                         "'4x256-c128'")
-    for section, keys in SIZED_KEYS.get(sections.get("data", {}).get("kind", "lm"), {}).items():
+    for section, keys in sized_keys(sections, default_data_kind).items():
         given = [key for key in keys if key in sections.get(section, {})]
         if section == "train" and "max_time" not in sections.get("train", {}):  # a rung may run for a number of steps
             given = [key for key in given if key != "max_steps"]
@@ -244,7 +259,7 @@ def build_run_config(
     if size is not None:
         if "init_from" in sections.get("model", {}):
             raise UserError(f"{where}: [model] size and init_from both say what the model is; keep one")
-        check_size_keys(size, sections, where)
+        check_size_keys(size, sections, where, default_data_kind)
     model_values, init_from = apply_init_from(dict(sections.get("model", {})), source)
     warm_start: dict[str, Any] = {}
     if any(key in model_values for key in WARM_START_KEYS):

@@ -307,3 +307,9 @@ def test_cli_plan_sizes_a_translator(tmp_path, fixed_translation_machine, capsys
     expected = choose(rank_rungs(ENCODER_DECODER_LADDER, LAW, 600, {"3x128": 0.05, "3x192": 0.08, "3x256": 0.12},
                                  budget.eval_overhead(run.train)), 600)
     assert f"chosen: {expected.rung.name}" in out and "3x128" in out and "3x256" in out
+
+
+def test_sized_keys_follow_the_arch_when_the_config_names_no_data_kind():
+    sections = {"model": {"arch": "encoder-decoder", "size": "3x128"}, "data": {"name": "multi30k", "max_tokens": 2048}}
+    with pytest.raises(UserError, match=r"sets \[data\] max_tokens"):
+        build_run_config(sections)

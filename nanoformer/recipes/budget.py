@@ -33,7 +33,7 @@ from nanoformer.training.config import TrainConfig
 from nanoformer.training.distributed import dist_info_from_env
 
 MIN_STEPS = 100  # fewer updates than this is warm-up and noise, whatever the shape
-SIZABLE_KINDS = {"lm": "decoder", "translation": "encoder-decoder"}  # [data] kind -> the arch its ladder is for
+SIZABLE_KINDS = ("lm", "translation")  # the [data] kinds with a ladder (decoder, encoder-decoder)
 SIZE_FILE = "size.json"
 
 
@@ -196,14 +196,16 @@ def plan_budget(run: RunConfig, vocab_size: int, val_batches: int | None = None)
 
 
 def size_for_budget(run: RunConfig, run_dir: Path, vocab_size: int, resume: bool = False,
-                    log=print, val_batches: int | None = None) -> RunConfig:
+                    val_batches: int | None = None) -> RunConfig:
     """The run with its shape chosen (size = "auto"), or named (size = a rung); unchanged without `size`.
 
     A recorded choice (RUN/size.json) is reused when resuming, and by a fresh run into the same
-    folder with the same budget, so neither depends on how fast the machine is today.
+    folder with the same budget, so neither depends on how fast the machine is today. Only rank 0
+    of a torchrun job says what it chose.
     """
     if run.size is None:
         return run
+    log = print if dist_info_from_env().rank == 0 else _quiet
     where = str(run.source) if run.source else "config"
     arch, budget_s = run.model.arch, run.train.max_time_s
     if run.size != "auto":
@@ -238,6 +240,10 @@ def size_for_budget(run: RunConfig, run_dir: Path, vocab_size: int, resume: bool
               "machine": machine_summary()}
     write_size_record(run_dir, record)
     return _recorded(apply_rung(run, best.rung, best.steps), record)
+
+
+def _quiet(*_: object) -> None:
+    pass
 
 
 def _recorded(run: RunConfig, record: dict[str, Any]) -> RunConfig:

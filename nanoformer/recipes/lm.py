@@ -68,10 +68,6 @@ def train_tokenizer(data: DataConfig, files: list[Path]) -> Tokenizer:
     raise UserError(f"[data] tokenizer = {data.tokenizer!r} is not available for language models; use 'char' or 'bpe'")
 
 
-def _quiet(*_: object) -> None:
-    pass
-
-
 def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
              pause_after_s: float | None = None) -> FitResult:
     run_dir = Path(run_dir)
@@ -87,7 +83,7 @@ def train_lm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress
             run_dir.mkdir(parents=True, exist_ok=True)
             tokenizer.save(tokenizer_path)
 
-    run = size_for_budget(run, run_dir, tokenizer.vocab_size, resume=resume, log=print if rank == 0 else _quiet)
+    run = size_for_budget(run, run_dir, tokenizer.vocab_size, resume=resume)
     if run.model.max_positions < run.data.block_size:
         raise UserError(
             f"[data] block_size = {run.data.block_size} exceeds [model] max_positions = {run.model.max_positions}; "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,8 +28,7 @@ from nanoformer.training.optim import build_optimizer
 PROBE_SENTENCE_TOKENS = 32  # a translation batch's longest side, about Multi30k's (captions of 10-30 tokens)
 
 
-def probe_step_times(run: RunConfig, rungs: list[Rung] | tuple[Rung, ...] | list[TranslationRung] | tuple[TranslationRung, ...],
-                     vocab_size: int, steps: int = 2,
+def probe_step_times(run: RunConfig, rungs: Sequence[Rung | TranslationRung], vocab_size: int, steps: int = 2,
                      stop_after_s: float | None = None) -> dict[str, float]:
     """Seconds per training step of each rung, smallest first.
 

@@ -222,8 +222,7 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
     val_ids = ([val_ids[0][i] for i in val_keep], [val_ids[1][i] for i in val_keep])
     val_batches = len(fixed_batches([len(s) + 1 for s in val_ids[0]], [len(t) + 1 for t in val_ids[1]],
                                     data.max_tokens))
-    run = size_for_budget(run, run_dir, source.vocab_size, resume=resume, log=print if rank == 0 else _quiet,
-                          val_batches=val_batches)
+    run = size_for_budget(run, run_dir, source.vocab_size, resume=resume, val_batches=val_batches)
     data = run.data  # size = "auto" may set max_tokens
 
     specials = target.special_ids()
@@ -274,10 +273,6 @@ def train_translation(run: RunConfig, run_dir: str | Path, resume: bool = False,
         progress=progress,
     )
     return trainer.fit(pause_after_s=pause_after_s)
-
-
-def _quiet(*args, **kwargs) -> None:
-    """Ranks other than 0 say nothing."""
 
 
 def translation_scores(model_dir: str | Path, splits: list[str] | None = None, beam_size: int = 4,
