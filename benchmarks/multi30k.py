@@ -5,7 +5,9 @@ keeps the checkpoint of that moment (RUN_DIR/marks/020min/ ...), translates test
 test_2017_flickr with beam search (beam 4) and writes one JSON line per mark and test set: BLEU
 with its sacreBLEU signature, chrF, the step, tokens seen and the validation loss. Training then
 resumes exactly where it stopped (same batches, same schedule), so the marks are points on one
-run; evaluation time is not counted as training time.
+run; evaluation time is not counted as training time. The config says size = "auto", so the
+shape is chosen for the whole --minutes; `--size fixed` trains the shape it fixed before (FIXED),
+`--size 3x128` a named rung.
 
     # the full benchmark, in the background (about 2 h of training plus evaluations)
     export NANOFORMER_DATA=/work/shared/data     # else Multi30k is downloaded from GitHub
@@ -86,13 +88,27 @@ def size_record(run_dir: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+# The shape and rates configs/multi30k_de_en.toml fixed before it said size = "auto" (`--size fixed`).
+FIXED = {
+    "model": {"d_model": 256, "n_layers": 3, "n_heads": 4, "d_ff": 1024},
+    "data": {"max_tokens": 4096},
+    "train": {"lr": 0.7, "warmup_steps": 500, "max_steps": 10_000_000},
+}
+
+
 def sized_config(path: str, size: str, overrides: list[str]):
-    """The config without the keys `size` sets (nanoformer.run_config.SIZED_KEYS), sized by it instead."""
+    """The config without the keys `size` sets (nanoformer.run_config.SIZED_KEYS), sized by it
+    instead; size "fixed": with the FIXED shape and rates."""
     from nanoformer.run_config import build_run_config, drop_sized_keys, tomllib
 
     sections = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     drop_sized_keys(sections)
-    sections["model"]["size"] = size
+    sections["model"].pop("size", None)
+    if size == "fixed":
+        for section, values in FIXED.items():
+            sections.setdefault(section, {}).update(values)
+    else:
+        sections["model"]["size"] = size
     return build_run_config(sections, source=Path(path), overrides=overrides)
 
 
@@ -110,7 +126,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--eval-device", default="cpu")
     parser.add_argument("--size", default=None,
-                        help="'auto' or a rung: the config's shape, batch and rate keys are dropped and [model] size set")
+                        help="'auto' or a rung: the config's shape, batch and rate keys are dropped and [model] "
+                             "size set; 'fixed': the shape the config fixed before it was sized (FIXED)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted benchmark in --run-dir")
     parser.add_argument("--progress", action="store_true", help="progress bars (off by default: meant for a log file)")
@@ -137,8 +154,6 @@ def main() -> None:
         # The budget is the whole --minutes (a cooldown in the config anneals towards its end);
         # each mark pauses the run there.
         overrides = list(args.set) + [f'train.max_time="{args.minutes * 60:.0f}s"']
-        if not args.size:  # a sized run bounds its steps itself
-            overrides.append("train.max_steps=10000000")
         run = sized_config(args.config, args.size, overrides) if args.size else load_run_config(args.config, overrides)
         started = time.perf_counter()
         result = train(run, run_dir, resume=resume, progress=args.progress, pause_after_s=minutes * 60)

@@ -35,10 +35,14 @@ from nanoformer.run_config import build_run_config, drop_sized_keys, tomllib  # 
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"decoder": ROOT / "configs" / "shakespeare_char.toml",
-           "encoder-decoder": ROOT / "configs" / "multi30k_de_en.toml"}
+           "encoder-decoder": ROOT / "configs" / "multi30k_de_en.toml",
+           "encoder": ROOT / "configs" / "bert_mlm_ko.toml"}
 CORPORA = {"decoder": "Tiny Shakespeare, characters; mean cross-entropy (nats) over the whole validation split",
            "encoder-decoder": "Multi30k de-en, 8k joint BPE; mean target-token cross-entropy (nats, no smoothing) "
-                              "over the whole val split; D counts padded batch tokens (4,096 a step)"}
+                              "over the whole val split; D counts padded batch tokens (4,096 a step)",
+           "encoder": "Korean text (NSMC reviews, KorQuAD paragraphs, StyleKQC), 16k WordPiece, whole-word masking; "
+                      "masked-token cross-entropy (nats) over the whole val split with fixed masks; D counts "
+                      "every token of a batch (8,192 a step)"}
 # Millions of training tokens per rung: three each, a factor of 3 apart, sized so that one point
 # takes one to eight minutes on a 2-core CPU.
 GRID = {
@@ -54,6 +58,13 @@ GRID = {
         "3x128": (1.6384, 4.9152, 9.8304),
         "3x192": (1.6384, 4.9152, 9.8304),
         "3x256": (1.6384, 4.9152),
+    },
+    # 300, 900 and 2,700 steps of 64 x 128 tokens; the shipped bert-mini's 900 steps are a 2-core
+    # CPU's half hour.
+    "encoder": {
+        "2x128": (2.4576, 7.3728, 22.1184),
+        "4x128": (2.4576, 7.3728),
+        "4x256": (2.4576, 7.3728),
     },
 }
 
@@ -91,10 +102,11 @@ def run_point(family: str, rung_name: str, millions: float, workdir: Path, out: 
 
 
 def final_val_loss(family: str, run_dir: Path, metrics: list[dict]) -> float:
-    """The whole validation split's loss at the end: a translator's trainer already scores every
-    val batch (eval_batches exceeds them), so its last val_loss is that; a language model's is
+    """The whole validation split's loss at the end: a translator's or encoder's trainer already
+    scores every val batch (eval_batches exceeds them; an encoder's masks are fixed, and alike for
+    every rung, which all batch 64 sequences), so its last val_loss is that; a language model's is
     scored again over every token."""
-    if family == "encoder-decoder":
+    if family in ("encoder-decoder", "encoder"):
         return round([m["val_loss"] for m in metrics if m.get("val_loss") is not None][-1], 4)
     return full_validation_loss(run_dir)["full_val_loss"]
 

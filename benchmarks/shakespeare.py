@@ -17,6 +17,9 @@ is less noisy than the 20-batch estimate nanoGPT prints; that is the loss the co
 
     python benchmarks/shakespeare.py --out benchmarks/results.jsonl [--only nanogpt-cpu|race|config|budgets]
     python benchmarks/shakespeare.py --only budgets --minutes 1 2 5 --out ...
+    # one budget's three runs side by side, one thread each (`nanoformer plan` names the choice first)
+    python benchmarks/shakespeare.py --only budgets --minutes 30 --auto-only --out ... &
+    python benchmarks/shakespeare.py --only budgets --minutes 30 --fixed 4x256-c128 --out ...
     python benchmarks/shakespeare.py --only gpu --out ...      # on a GPU (benchmarks/gpu_check.sh)
 """
 
@@ -128,6 +131,8 @@ def budgets(args, workdir: Path) -> None:
             continue
         auto = run(f"budget-{minutes:g}m-auto", shipped(args, minutes), workdir, args.out,
                    note={"minutes": minutes, "auto": True})
+        if args.auto_only:
+            continue
         chosen = names.index(auto["size"]["chosen"])
         for index in (chosen - 1, chosen + 1):
             if 0 <= index < len(names):
@@ -143,6 +148,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10, 30], help="budgets of `budgets`")
     parser.add_argument("--fixed", nargs="+", default=None, help="`budgets`: train only these rungs, no auto run")
+    parser.add_argument("--auto-only", action="store_true",
+                        help="`budgets`: the auto run alone (its neighbours side by side in other processes, --fixed)")
     parser.add_argument("--workdir", default=None, help="where runs go (default: a temporary folder)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()

@@ -139,6 +139,11 @@ SIZED_KEYS = {
         "data": ("max_tokens",),
         "train": ("lr", "warmup_steps", "max_steps"),
     },
+    "mlm": {
+        "model": ("d_model", "n_layers", "n_heads", "d_ff", "max_positions"),
+        "data": ("max_length",),
+        "train": ("batch_size", "lr", "min_lr", "warmup_steps", "max_steps"),
+    },
 }
 
 

@@ -19,8 +19,8 @@ from nanoformer.cli import main
 from nanoformer.errors import UserError
 from nanoformer.recipes import budget, train
 from nanoformer.recipes.budget import MIN_STEPS, choose, rank_rungs
-from nanoformer.models import Seq2SeqTransformer
-from nanoformer.recipes.ladders import DECODER_LADDER, ENCODER_DECODER_LADDER
+from nanoformer.models import EncoderModel, Seq2SeqTransformer
+from nanoformer.recipes.ladders import DECODER_LADDER, ENCODER_DECODER_LADDER, ENCODER_LADDER
 from nanoformer.recipes.scaling_law import LossPoint, ScalingLaw, fit_scaling_law
 from nanoformer.run_config import build_run_config, load_run_config
 
@@ -197,9 +197,9 @@ def test_size_fixed_keeps_the_shape_the_config_gives(tmp_path):
 
 
 def test_size_on_a_family_without_a_ladder_is_refused_not_ignored(tmp_path):
-    sections = {"model": {"arch": "encoder", "size": "auto"}, "data": {"kind": "mlm", "path": str(tmp_path)},
-                "train": {"max_time": "10m"}}
-    with pytest.raises(UserError, match="fitted for GPT-style language models and translators"):
+    sections = {"model": {"arch": "encoder", "size": "auto", "num_labels": 2},
+                "data": {"kind": "classification", "train": str(tmp_path / "train.tsv")}, "train": {"max_time": "10m"}}
+    with pytest.raises(UserError, match="budget sizing is fitted for .* not 'classification'"):
         train(build_run_config(sections), tmp_path / "run", progress=False)
 
 
@@ -313,3 +313,111 @@ def test_sized_keys_follow_the_arch_when_the_config_names_no_data_kind():
     sections = {"model": {"arch": "encoder-decoder", "size": "3x128"}, "data": {"name": "multi30k", "max_tokens": 2048}}
     with pytest.raises(UserError, match=r"sets \[data\] max_tokens"):
         build_run_config(sections)
+
+
+# The encoder ladder (configs/bert_mlm_ko.toml's family): masked-LM pre-training, sized alike.
+
+KOREAN = ["나는 학교에 간다", "너는 집에 간다", "그는 밥을 먹는다", "우리는 책을 읽는다", "그녀는 학교에서 공부한다"]
+ENCODER_STEP_S = {"2x128": 0.02, "4x128": 0.05, "4x256": 0.2}
+
+
+def mlm_sections(folder: Path, **train) -> dict:
+    rng = random.Random(0)
+    paragraphs = [" ".join(rng.choice(KOREAN) for _ in range(6)) for _ in range(500)]  # a text unit each
+    (folder / "corpus.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    return {
+        "model": {"arch": "encoder", "preset": "bert-mini", "size": "auto", "dropout": 0.0},
+        "data": {"kind": "mlm", "path": str(folder / "corpus.txt"), "vocab_size": 120, "val_fraction": 0.1,
+                 "whole_word_mask": True},
+        "train": {"max_time": "20s", "eval_interval": 50, "eval_batches": 4, "log_interval": 10, "device": "cpu",
+                  **train},
+    }
+
+
+@pytest.fixture
+def fixed_encoder_machine(monkeypatch):
+    calls = []
+
+    def probe(run, rungs, vocab_size, steps=3, stop_after_s=None):
+        calls.append([r.name for r in rungs])
+        return {r.name: ENCODER_STEP_S[r.name] for r in rungs}
+
+    monkeypatch.setitem(budget.LAWS, "encoder", LAW)
+    monkeypatch.setattr(speed_probe, "probe_step_times", probe)
+    return calls
+
+
+def test_encoder_rungs_count_every_layer_parameter():
+    for rung in ENCODER_LADDER:
+        model = EncoderModel(build_run_config({"model": {"preset": "bert-mini", "d_model": rung.d_model,
+                                                         "n_layers": rung.n_layers, "n_heads": rung.n_heads,
+                                                         "d_ff": rung.d_ff, "vocab_size": 300},
+                                               "data": {"path": "corpus.txt"}}).model)
+        assert rung.n_params == sum(p.numel() for name, p in model.named_parameters() if ".layers." in name)
+
+
+def test_mlm_auto_sizes_the_encoder_and_records_the_choice(tmp_path, fixed_encoder_machine, capsys):
+    run = build_run_config(mlm_sections(tmp_path))
+    result = train(run, tmp_path / "run", progress=False, pause_after_s=0.5)
+    assert result.stopped_by == "pause" and fixed_encoder_machine == [["2x128", "4x128", "4x256"]]
+    expected = choose(rank_rungs(ENCODER_LADDER, LAW, 20, ENCODER_STEP_S, budget.eval_overhead(run.train)), 20)
+    record = json.loads((tmp_path / "run" / "size.json").read_text())
+    assert record["chosen"] == expected.rung.name and record["expected_steps"] == expected.steps
+    assert f"size auto for 20s: {expected.rung.name}" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "last" / "config.json").read_text())
+    rung = expected.rung
+    assert (saved["model"]["d_model"], saved["model"]["n_layers"], saved["model"]["max_positions"]) == (
+        rung.d_model, rung.n_layers, rung.context)
+    assert saved["data"]["max_length"] == rung.context and saved["train"]["batch_size"] == rung.batch_size
+    assert saved["train"]["lr"] == rung.lr and saved["train"]["warmup_steps"] == budget.encoder_warmup_for(expected.steps)
+    assert saved["model"]["norm_position"] == "post"  # the rest of the preset stays
+    assert saved["size"]["chosen"] == rung.name
+
+
+def test_mlm_sizes_refuse_the_keys_they_set(tmp_path):
+    for section, key, value in (("data", "max_length", 64), ("train", "batch_size", 16), ("model", "n_layers", 2)):
+        sections = mlm_sections(tmp_path)
+        sections[section][key] = value
+        with pytest.raises(UserError, match=rf"sets \[{section}\] {key}") as error:
+            build_run_config(sections)
+        assert "\n" not in str(error.value)
+
+
+def test_the_probe_times_a_real_masked_lm_step(tmp_path):
+    sections = mlm_sections(tmp_path)
+    del sections["model"]["size"]
+    times = speed_probe.probe_step_times(build_run_config(sections), ENCODER_LADDER[:2], vocab_size=300, steps=1)
+    assert list(times) == ["2x128", "4x128"] and 0 < times["2x128"] < times["4x128"]
+
+
+def test_encoder_warmup_is_a_tenth_of_the_run_within_bounds():
+    assert [budget.encoder_warmup_for(n) for n in (300, 2700, 20000)] == [100, 270, 1000]
+
+
+def test_the_bert_budget_benchmark_sets_auto_against_the_shape_the_config_shipped():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bert_budget.py"
+    spec = importlib.util.spec_from_file_location("bert_budget", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    fixed, auto = (bench.budget_config(bench.CONFIG, size, 10) for size in ("fixed", "auto"))
+    assert fixed.size is None and auto.size == "auto" and fixed.train.max_time_s == auto.train.max_time_s == 600
+    assert (fixed.model.n_layers, fixed.model.d_model, fixed.data.max_length) == (4, 256, 128)
+    assert (fixed.train.batch_size, fixed.train.lr, fixed.train.warmup_steps) == (64, 5e-4, 1000)
+    assert fixed.model.norm_position == auto.model.norm_position == "post"
+
+
+def test_the_multi30k_benchmark_keeps_the_fixed_shape_beside_the_sized_config():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "multi30k.py"
+    spec = importlib.util.spec_from_file_location("multi30k_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config = str(path.parents[1] / "configs" / "multi30k_de_en.toml")
+    assert load_run_config(config).size == "auto"  # the shipped config is sized
+    fixed = bench.sized_config(config, "fixed", ['train.max_time="600s"'])
+    assert fixed.size is None and (fixed.model.d_model, fixed.model.n_layers, fixed.data.max_tokens) == (256, 3, 4096)
+    assert (fixed.train.lr, fixed.train.warmup_steps, fixed.train.max_time_s) == (0.7, 500, 600)
+    assert bench.sized_config(config, "3x128", []).size == "3x128"

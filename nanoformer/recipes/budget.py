@@ -11,7 +11,8 @@ model learns more per token but sees few tokens, a small one sees many but satur
 
 The choice is recorded in RUN/size.json and the checkpoints' config, so `--resume` and re-runs
 into the same folder train the same shape; `size = "4x256-c128"` names a rung directly.
-Language models (the decoder ladder) and translators (the encoder-decoder ladder) are sized so far.
+Language models (the decoder ladder), translators (the encoder-decoder ladder) and masked-LM
+encoders (the encoder ladder) are sized so far.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from nanoformer.training.config import TrainConfig
 from nanoformer.training.distributed import dist_info_from_env
 
 MIN_STEPS = 100  # fewer updates than this is warm-up and noise, whatever the shape
-SIZABLE_KINDS = ("lm", "translation")  # the [data] kinds with a ladder (decoder, encoder-decoder)
+SIZABLE_KINDS = ("lm", "translation", "mlm")  # the [data] kinds with a ladder (decoder, encoder-decoder, encoder)
 SIZE_FILE = "size.json"
 
 
@@ -52,10 +53,11 @@ LAWS: dict[str, ScalingLaw] = {arch: ScalingLaw(**{key: entry[key] for key in ("
 
 
 def check_sizable(run: RunConfig) -> None:
-    """`size` is fitted for language models and translators so far: elsewhere it is refused, never ignored."""
+    """`size` is fitted for language models, translators and masked-LM encoders so far: elsewhere
+    (a classifier's fine-tuning) it is refused, never ignored."""
     if run.size is not None and run.data_kind not in SIZABLE_KINDS:
-        raise UserError(f"[model] size = {run.size!r}: budget sizing is fitted for GPT-style language models and "
-                        f"translators ([data] kind {' or '.join(map(repr, SIZABLE_KINDS))}) so far, not "
+        raise UserError(f"[model] size = {run.size!r}: budget sizing is fitted for GPT-style language models, "
+                        f"translators and BERT-style pre-training ([data] kind {', '.join(map(repr, SIZABLE_KINDS))}) so far, not "
                         f"{run.data_kind!r}; remove `size` and give the shape")
 
 
@@ -83,6 +85,12 @@ def translation_warmup_for(steps: int) -> int:
     """A sixth of the run, between 100 and the shipped config's 500 updates: the Noam schedule's
     rate rises through its warm-up, and a translator's first few hundred updates need it low."""
     return min(500, max(100, steps // 6))
+
+
+def encoder_warmup_for(steps: int) -> int:
+    """A tenth of the run, between 100 and the shipped config's 1,000 updates: post-LN BERT diverges
+    without a warm-up, and the shipped 1,000 would take up a short budget whole."""
+    return min(1000, max(100, steps // 10))
 
 
 def eval_overhead(train: TrainConfig, val_batches: int | None = None) -> float:
@@ -155,10 +163,12 @@ def apply_rung(run: RunConfig, rung: Rung | TranslationRung, steps: int | None) 
         lr = rung.lr * (rung.d_model * warmup) ** 0.5 if run.train.schedule == "noam" else rung.lr
         train = {**run.train.to_dict(), "lr": lr, "warmup_steps": warmup}
     else:
+        masked_lm = run.data_kind == "mlm"
         model = run.model.replace(**shape, max_positions=rung.context)
-        data = dataclasses.replace(run.data, block_size=rung.context)
+        data = dataclasses.replace(run.data, **{"max_length" if masked_lm else "block_size": rung.context})
+        warmup = encoder_warmup_for(expected) if masked_lm else warmup_for(expected)
         train = {**run.train.to_dict(), "batch_size": rung.batch_size, "lr": rung.lr, "min_lr": rung.lr / 10,
-                 "warmup_steps": warmup_for(expected)}
+                 "warmup_steps": warmup}
     if run.train.max_time is not None:
         train["max_steps"] = 10 * expected + 1000  # the clock ends the run; steps only bound it
     return dataclasses.replace(run, model=model, data=data, train=TrainConfig.from_dict(train))

@@ -94,5 +94,15 @@ ENCODER_DECODER_LADDER: tuple[TranslationRung, ...] = (
     TranslationRung("3x192", 3, 192, 4, 4096, 2.31e-3),
     TranslationRung("3x256", 3, 256, 4, 4096, 2e-3),
 )
+
+# BERT-style encoders (masked-LM pre-training, configs/bert_mlm_ko.toml's family), up to the shipped
+# bert-mini (4 x 256). Every rung trains on 64 sequences of 128 tokens, as the shipped config; D
+# counts all of a batch's tokens, though only the masked ~15% give a loss. Rates are post-LN BERT's
+# (5e-4 for bert-mini), higher for the narrower rungs.
+ENCODER_LADDER: tuple[Rung, ...] = (
+    Rung("2x128", 2, 128, 2, 128, 64, 1e-3),
+    Rung("4x128", 4, 128, 2, 128, 64, 1e-3),
+    Rung("4x256", 4, 256, 4, 128, 64, 5e-4),
+)
 LADDERS: dict[str, tuple[Rung, ...] | tuple[TranslationRung, ...]] = {
-    "decoder": DECODER_LADDER, "encoder-decoder": ENCODER_DECODER_LADDER}
+    "decoder": DECODER_LADDER, "encoder-decoder": ENCODER_DECODER_LADDER, "encoder": ENCODER_LADDER}

@@ -22,6 +22,7 @@ from nanoformer.data.units import corpus_texts
 from nanoformer.errors import UserError
 from nanoformer.layers.losses import IGNORE_INDEX
 from nanoformer.models import EncoderModel
+from nanoformer.recipes.budget import size_for_budget
 from nanoformer.run_config import RunConfig
 from nanoformer.tokenizer import Tokenizer
 from nanoformer.training.checkpoint import load_model_state
@@ -74,11 +75,10 @@ def encoder_config(model_config, tokenizer: Tokenizer):
 
 def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
               pause_after_s: float | None = None) -> FitResult:
-    data: MLMDataConfig = run.data
     run_dir = Path(run_dir)
     base_dir = run.source.parent if run.source else None
-    files = sequences_from_config(data, base_dir)
-    labelled = label_first_files(data, base_dir)
+    files = sequences_from_config(run.data, base_dir)
+    labelled = label_first_files(run.data, base_dir)
     init_from = run.extra.get("init_from")
     rank = dist_info_from_env().rank
     tokenizer_path = run_dir / "tokenizer.json"
@@ -87,13 +87,16 @@ def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progres
     elif resume and tokenizer_path.is_file():
         tokenizer = Tokenizer.load(tokenizer_path)
     else:
-        tokenizer = train_tokenizer(data, files, progress=progress and rank == 0, label_first=labelled)
+        tokenizer = train_tokenizer(run.data, files, progress=progress and rank == 0, label_first=labelled)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(tokenizer_path)
     for role in ("mask", "cls", "sep", "pad"):
         if role not in tokenizer.special_ids():
             raise UserError(f"the tokenizer has no {role} token; masked-LM training needs [MASK] [CLS] [SEP] [PAD]")
+
+    run = size_for_budget(run, run_dir, tokenizer.vocab_size, resume=resume)  # sets max_length too
+    data: MLMDataConfig = run.data
 
     model_config = encoder_config(run.model, tokenizer)
     if model_config.num_labels:
@@ -118,6 +121,8 @@ def train_mlm(run: RunConfig, run_dir: str | Path, resume: bool = False, progres
                       "label_first_files": [str(f) for f in labelled]}}
     if init_from:
         extra["init_from"] = str(init_from)
+    if "size" in run.extra:
+        extra["size"] = run.extra["size"]
     trainer = Trainer(model, mlm_loss, batches, run.train, model_config, run_dir, tokenizer=tokenizer,
                       extra_config=extra, resume=resume, progress=progress)
     return trainer.fit(pause_after_s=pause_after_s)

@@ -4,6 +4,8 @@ A step here is what the trainer does: forward with the loss, backward, gradient 
 and zeroing the gradients, on random tokens of the rung's batch shape (the time of a step does
 not depend on which tokens it sees). A translation rung's batch is max_tokens split into
 PROBE_SENTENCE_TOKENS-token sentences on both sides: its padded shape, which is what is computed.
+An encoder rung's batch is masked as pre-training masks (MASK_FRACTION of the positions), since
+its MLM head runs on the masked positions alone.
 The first step is a warm-up (allocations, oneDNN's plans) and is not counted; the median of the
 next ones is. The whole probe takes about 10 s on a 2-core CPU, most of it in the largest rung
 the budget could afford.
@@ -17,8 +19,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from nanoformer.models import DecoderModel, Seq2SeqTransformer
+from nanoformer.models import DecoderModel, EncoderModel, Seq2SeqTransformer
 from nanoformer.recipes.ladders import Rung, TranslationRung
 from nanoformer.run_config import RunConfig
 from nanoformer.training.device import select_device
@@ -26,6 +29,7 @@ from nanoformer.training.optim import build_optimizer
 
 
 PROBE_SENTENCE_TOKENS = 32  # a translation batch's longest side, about Multi30k's (captions of 10-30 tokens)
+MASK_FRACTION = 0.15  # BERT's share of masked positions ([data] mask_prob's default)
 
 
 def probe_step_times(run: RunConfig, rungs: Sequence[Rung | TranslationRung], vocab_size: int, steps: int = 2,
@@ -71,6 +75,17 @@ def _model_and_loss(run: RunConfig, rung: Rung | TranslationRung, vocab_size: in
         src, tgt = (torch.randint(4, vocab_size, (rows, PROBE_SENTENCE_TOKENS + 1), generator=generator).to(device)
                     for _ in range(2))
         return model, lambda: model(src[:, 1:], tgt[:, :-1], targets=tgt[:, 1:])
+    if run.model.arch == "encoder":
+        # The preset's special ids (BERT's 100-103) may lie beyond a small tokenizer's vocabulary;
+        # the tokens here are random, so only the padding id matters.
+        specials = dict(pad_id=0, unk_id=None, bos_id=None, eos_id=None, mask_id=None, cls_id=None, sep_id=None)
+        model = EncoderModel(run.model.replace(**shape, **specials, max_positions=rung.context)).to(device)
+        ids = torch.randint(4, vocab_size, (rung.batch_size, rung.context), generator=generator).to(device)
+        masked = (torch.rand(ids.shape, generator=generator) < MASK_FRACTION).to(device)
+        types = torch.zeros_like(ids) if model.config.type_vocab_size else None
+        # recipes.mlm.mlm_loss's computation (that module sizes through budget.py, which imports this one)
+        return model, lambda: F.cross_entropy(model(ids, torch.ones_like(ids), types, masked_positions=masked).float(),
+                                              ids[masked])
     model = DecoderModel(run.model.replace(**shape, max_positions=rung.context)).to(device)
     ids = torch.randint(vocab_size, (rung.batch_size, rung.context + 1), generator=generator).to(device)
     return model, lambda: model(ids[:, :-1], targets=ids[:, 1:])
