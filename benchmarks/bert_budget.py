@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import sized_config, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "bert_mlm_ko.toml"
@@ -39,18 +39,7 @@ EVAL_BATCH = 64
 
 def budget_config(config: Path, size: str, minutes: float):
     """The config for `minutes` of training, sized (`size` = auto or a rung) or with the FIXED shape."""
-    from nanoformer.run_config import build_run_config, drop_sized_keys, tomllib
-
-    sections = tomllib.loads(config.read_text(encoding="utf-8"))
-    drop_sized_keys(sections)
-    sections["model"].pop("size", None)
-    if size == "fixed":
-        for section, values in FIXED.items():
-            sections.setdefault(section, {}).update(values)
-    else:
-        sections["model"]["size"] = size
-    sections["train"]["max_time"] = f"{minutes * 60:.0f}s"
-    return build_run_config(sections, source=config)
+    return sized_config(config, size, FIXED, [f'train.max_time="{minutes * 60:.0f}s"'])
 
 
 def masked_lm_scores(run, run_dir: Path) -> dict:

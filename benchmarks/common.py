@@ -155,3 +155,20 @@ def write_result(name: str, result: dict, out: str | None) -> None:
         with open(out, "a", encoding="utf-8") as f:
             f.write(line + "\n")
     sys.stdout.flush()
+
+
+def sized_config(path: Path, size: str, fixed: dict, overrides: list[str] = ()):
+    """A config with its sizing replaced: without the keys `size` sets (run_config.SIZED_KEYS),
+    sized by `size` (auto or a rung), or with `fixed` (section -> keys) when size is "fixed": a
+    benchmark's record of the shape the config fixed before it was sized."""
+    from nanoformer.run_config import build_run_config, drop_sized_keys, tomllib
+
+    sections = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    drop_sized_keys(sections)
+    sections["model"].pop("size", None)
+    if size == "fixed":
+        for section, values in fixed.items():
+            sections.setdefault(section, {}).update(values)
+    else:
+        sections["model"]["size"] = size
+    return build_run_config(sections, source=Path(path), overrides=overrides)

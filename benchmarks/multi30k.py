@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 from common import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,19 +98,8 @@ FIXED = {
 
 
 def sized_config(path: str, size: str, overrides: list[str]):
-    """The config without the keys `size` sets (nanoformer.run_config.SIZED_KEYS), sized by it
-    instead; size "fixed": with the FIXED shape and rates."""
-    from nanoformer.run_config import build_run_config, drop_sized_keys, tomllib
-
-    sections = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    drop_sized_keys(sections)
-    sections["model"].pop("size", None)
-    if size == "fixed":
-        for section, values in FIXED.items():
-            sections.setdefault(section, {}).update(values)
-    else:
-        sections["model"]["size"] = size
-    return build_run_config(sections, source=Path(path), overrides=overrides)
+    """The config sized by `size` (auto, a rung), or with the FIXED shape (size "fixed")."""
+    return common.sized_config(Path(path), size, FIXED, overrides)
 
 
 def main() -> None:

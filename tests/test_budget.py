@@ -88,18 +88,23 @@ def tiny_sections(folder: Path, **train) -> dict:
     }
 
 
-@pytest.fixture
-def fixed_machine(monkeypatch):
-    """The decoder law and a probe that 'measures' fixed step times; counts its calls."""
+def fixed_probe(monkeypatch, arch: str, step_s) -> list[list[str]]:
+    """`arch`'s law is LAW, and the probe 'measures' step_s(rung name); returns its calls."""
     calls = []
 
     def probe(run, rungs, vocab_size, steps=3, stop_after_s=None):
         calls.append([r.name for r in rungs])
-        return {r.name: {"2x64-c64": 0.01}.get(r.name, 10.0) for r in rungs}
+        return {r.name: step_s(r.name) for r in rungs}
 
-    monkeypatch.setitem(budget.LAWS, "decoder", LAW)
+    monkeypatch.setitem(budget.LAWS, arch, LAW)
     monkeypatch.setattr(speed_probe, "probe_step_times", probe)
     return calls
+
+
+@pytest.fixture
+def fixed_machine(monkeypatch):
+    """The decoder law and a probe that 'measures' fixed step times; counts its calls."""
+    return fixed_probe(monkeypatch, "decoder", lambda name: {"2x64-c64": 0.01}.get(name, 10.0))
 
 
 def test_the_choice_is_recorded_and_reused_on_resume(tmp_path, fixed_machine, capsys):
@@ -228,15 +233,7 @@ def translation_sections(folder: Path, **train) -> dict:
 @pytest.fixture
 def fixed_translation_machine(monkeypatch):
     """A law for the encoder-decoder ladder and a probe that 'measures' fixed step times."""
-    calls = []
-
-    def probe(run, rungs, vocab_size, steps=3, stop_after_s=None):
-        calls.append([r.name for r in rungs])
-        return {r.name: {"3x128": 0.05, "3x192": 0.08, "3x256": 0.12}[r.name] for r in rungs}
-
-    monkeypatch.setitem(budget.LAWS, "encoder-decoder", LAW)
-    monkeypatch.setattr(speed_probe, "probe_step_times", probe)
-    return calls
+    return fixed_probe(monkeypatch, "encoder-decoder", {"3x128": 0.05, "3x192": 0.08, "3x256": 0.12}.__getitem__)
 
 
 def test_translation_rungs_count_every_layer_parameter_cross_attention_included():
@@ -336,15 +333,7 @@ def mlm_sections(folder: Path, **train) -> dict:
 
 @pytest.fixture
 def fixed_encoder_machine(monkeypatch):
-    calls = []
-
-    def probe(run, rungs, vocab_size, steps=3, stop_after_s=None):
-        calls.append([r.name for r in rungs])
-        return {r.name: ENCODER_STEP_S[r.name] for r in rungs}
-
-    monkeypatch.setitem(budget.LAWS, "encoder", LAW)
-    monkeypatch.setattr(speed_probe, "probe_step_times", probe)
-    return calls
+    return fixed_probe(monkeypatch, "encoder", ENCODER_STEP_S.__getitem__)
 
 
 def test_encoder_rungs_count_every_layer_parameter():
