@@ -2,7 +2,7 @@
 
 Trains configs/bert_mlm_ko.toml for --minutes of training time, either sized for them (`--size
 auto`) or with the fixed shape the config shipped before it was sized (`--size fixed`: bert-mini,
-4 x 256, batches of 64 x 128 tokens, lr 5e-4 after a 1,000-step warm-up). Then it scores the last
+4 x 256, post-LN, batches of 64 x 128 tokens, lr 5e-4 after a 1,000-step warm-up). Then it scores the last
 checkpoint on the whole validation split with fixed masks, the same for both sides (the same
 sequences, batches of 64): masked-token loss (nats) and accuracy. One JSON line per run.
 
@@ -28,9 +28,9 @@ from common import sized_config, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "bert_mlm_ko.toml"
-# The shape and schedule configs/bert_mlm_ko.toml gave before `size = "auto"` (with preset bert-mini).
+# The shape and schedule configs/bert_mlm_ko.toml gave before `size = "auto"` (bert-mini as BERT: post-LN).
 FIXED = {
-    "model": {"d_model": 256, "n_layers": 4, "n_heads": 4, "d_ff": 1024, "max_positions": 128},
+    "model": {"d_model": 256, "n_layers": 4, "n_heads": 4, "d_ff": 1024, "max_positions": 128, "norm_position": "post"},
     "data": {"max_length": 128},
     "train": {"batch_size": 64, "lr": 5e-4, "min_lr": 5e-5, "warmup_steps": 1000, "max_steps": 10_000_000},
 }

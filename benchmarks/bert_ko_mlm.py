@@ -1,7 +1,8 @@
 """Masked-token accuracy after equal training time: our BERT versus Hugging Face's, on Korean.
 
 Both models start from the same weights (HF's is `to_hf(ours)`) and train in one process on the
-same Korean corpus, data pipeline and masking draws as `configs/bert_mlm_ko.toml`, with the
+same Korean corpus, data pipeline and masking draws as `configs/bert_mlm_ko.toml` (in the fixed
+post-LN bert-mini shape it shipped before `size = "auto"`: benchmarks/bert_budget.py's FIXED), with the
 same optimiser (AdamW with weight decay on matrices), learning rate and schedule (linear warm-up,
 then a cosine that follows the fraction of the time budget spent). Steps alternate between the two
 (so machine noise hits both alike), and each side has its own clock: it stops when its own
@@ -24,7 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from bert_budget import FIXED  # noqa: E402
+from common import sized_config, write_result  # noqa: E402
 
 from nanoformer.data.masking import Masker  # noqa: E402
 from nanoformer.data.mlm import MLMBatches, build_sequences, sequences_from_config  # noqa: E402
@@ -32,7 +34,6 @@ from nanoformer.evaluation.mlm import evaluate_mlm  # noqa: E402
 from nanoformer.interop import to_hf  # noqa: E402
 from nanoformer.models import EncoderModel  # noqa: E402
 from nanoformer.recipes.mlm import encoder_config, mlm_loss, train_tokenizer  # noqa: E402
-from nanoformer.run_config import load_run_config  # noqa: E402
 from nanoformer.training.optim import param_groups  # noqa: E402
 from nanoformer.training.schedules import set_lr, warmup_cosine  # noqa: E402
 
@@ -99,7 +100,7 @@ def main() -> None:
     if "NANOFORMER_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
         os.environ["NANOFORMER_DATA"] = str(ROOT.parent / "shared" / "data")
 
-    run = load_run_config(args.config)
+    run = sized_config(Path(args.config), "fixed", FIXED)  # bert-mini as BERT (post-LN), which HF's BertForMaskedLM holds
     data = run.data
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)

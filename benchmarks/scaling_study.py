@@ -42,7 +42,7 @@ CORPORA = {"decoder": "Tiny Shakespeare, characters; mean cross-entropy (nats) o
                               "over the whole val split; D counts padded batch tokens (4,096 a step)",
            "encoder": "Korean text (NSMC reviews, KorQuAD paragraphs, StyleKQC), 16k WordPiece, whole-word masking; "
                       "masked-token cross-entropy (nats) over the whole val split with fixed masks; D counts "
-                      "every token of a batch (8,192 a step)"}
+                      "every token of a batch (4,096 a step)"}
 # Millions of training tokens per rung: three each, a factor of 3 apart, sized so that one point
 # takes one to eight minutes on a 2-core CPU.
 GRID = {
@@ -59,18 +59,18 @@ GRID = {
         "3x192": (1.6384, 4.9152, 9.8304),
         "3x256": (1.6384, 4.9152),
     },
-    # 300, 900 and 2,700 steps of 64 x 128 tokens; the shipped bert-mini's 900 steps are a 2-core
-    # CPU's half hour.
+    # 1,000, 3,000 and 6,000 steps of 32 x 128 tokens: long enough to leave the masked-LM plateau.
     "encoder": {
-        "2x128": (2.4576, 7.3728, 22.1184),
-        "4x128": (2.4576, 7.3728),
-        "4x256": (2.4576, 7.3728),
+        "2x128": (4.096, 12.288, 24.576),
+        "4x128": (4.096, 12.288),
+        "4x256": (4.096, 12.288),
     },
 }
 
 
-def point_config(family: str, rung_name: str, tokens: float):
-    """The shipped config with the rung as its shape, for `tokens` training tokens and no time limit."""
+def point_config(family: str, rung_name: str, tokens: float, eval_interval: int | None = None):
+    """The shipped config with the rung as its shape, for `tokens` training tokens and no time limit;
+    evaluated at the end, or also every `eval_interval` steps to see the curve (the loss is the last)."""
     path = CONFIGS[family]
     sections = tomllib.loads(path.read_text(encoding="utf-8"))
     drop_sized_keys(sections)
@@ -78,14 +78,16 @@ def point_config(family: str, rung_name: str, tokens: float):
     rung = find_rung(sections["model"].get("arch", family), rung_name)
     steps = max(1, round(tokens / rung.tokens_per_step))
     sections["model"]["size"] = rung_name
-    sections["train"].update(max_steps=steps, eval_interval=steps, log_interval=max(1, steps // 20))
+    sections["train"].update(max_steps=steps, eval_interval=min(steps, eval_interval or steps),
+                             log_interval=max(1, steps // 20))
     if family == "encoder-decoder":  # plain tokens: R-Drop's second pass would make a step count twice
         sections["train"].update(rdrop=0.0, rdrop_from=0.0, keep_last=1)
     return build_run_config(sections, source=path), rung, steps
 
 
-def run_point(family: str, rung_name: str, millions: float, workdir: Path, out: str | None) -> None:
-    run, rung, steps = point_config(family, rung_name, millions * 1e6)
+def run_point(family: str, rung_name: str, millions: float, workdir: Path, out: str | None,
+              eval_interval: int | None = None) -> None:
+    run, rung, steps = point_config(family, rung_name, millions * 1e6, eval_interval)
     run_dir = workdir / f"{rung_name}-{millions:g}M"
     probe = probe_step_times(run, [rung], vocab_size=65 if family == "decoder" else run.data.vocab_size)[rung.name]
     start = time.perf_counter()
@@ -97,7 +99,8 @@ def run_point(family: str, rung_name: str, millions: float, workdir: Path, out: 
         "family": family, "rung": rung_name, "n_params": rung.n_params, "tokens": steps * rung.tokens_per_step,
         "steps": result.step, "full_val_loss": final_val_loss(family, run_dir, metrics),
         "wall_s": round(wall, 1), "train_s": round(train_s, 1), "step_s": round(train_s / max(1, result.step), 5),
-        "probe_step_s": round(probe, 5),
+        "probe_step_s": round(probe, 5), "batch_size": run.train.batch_size, "lr": run.train.lr,
+        "val_curve": [[m["step"], round(m["val_loss"], 4)] for m in metrics if m.get("val_loss") is not None],
     }, out)
 
 
@@ -111,16 +114,22 @@ def final_val_loss(family: str, run_dir: Path, metrics: list[dict]) -> float:
     return full_validation_loss(run_dir)["full_val_loss"]
 
 
+def study_rows(out: str | Path, family: str | None = None) -> list[dict]:
+    """The study's points in `out`, without those a later recipe superseded (they keep a
+    "superseded" note saying why, and stay as the record of what was measured)."""
+    lines = [json.loads(line) for line in Path(out).read_text().splitlines() if line.strip()]
+    return [r for r in lines if r.get("benchmark") == "scaling_study" and not r.get("superseded")
+            and (family is None or r["family"] == family)]
+
+
 def done_points(out: str | None) -> set[tuple[str, str, int]]:
     if not out or not Path(out).is_file():
         return set()
-    lines = [json.loads(line) for line in Path(out).read_text().splitlines() if line.strip()]
-    return {(r["family"], r["rung"], r["tokens"]) for r in lines if r.get("benchmark") == "scaling_study"}
+    return {(r["family"], r["rung"], r["tokens"]) for r in study_rows(out)}
 
 
 def fit(family: str, out: str, write: bool = False) -> None:
-    lines = [json.loads(line) for line in Path(out).read_text().splitlines() if line.strip()]
-    rows = [r for r in lines if r.get("benchmark") == "scaling_study" and r["family"] == family]
+    rows = study_rows(out, family)
     law = fit_scaling_law([LossPoint(r["n_params"], r["tokens"], r["full_val_loss"]) for r in rows])
     print(f"{family}: L(N, D) = {law.E:.4f} + {law.A:.4g} / N^{law.alpha:.4f} + {law.B:.4g} / D^{law.beta:.4f}")
     print(json.dumps(law.to_dict()))
@@ -130,7 +139,7 @@ def fit(family: str, out: str, write: bool = False) -> None:
         laws = json.loads(LAWS_FILE.read_text(encoding="utf-8")) if LAWS_FILE.is_file() else {}
         first = rows[0]
         laws[family] = {**law.to_dict(), "corpus": CORPORA[family], "runs": len(rows),
-                        "fitted": time.strftime("%Y-%m-%d"), "command": f"python benchmarks/scaling_study.py --fit --out {out}",
+                        "fitted": time.strftime("%Y-%m-%d"), "command": f"python benchmarks/scaling_study.py --family {family} --fit --out {out}",
                         "cpu": first.get("cpu"), "cpu_family_model": first.get("cpu_family_model")}
         LAWS_FILE.write_text(json.dumps(laws, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {LAWS_FILE}")
@@ -150,6 +159,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="with --fit: store it in nanoformer/recipes/scaling_laws.json")
     parser.add_argument("--workdir", default=None, help="where runs go (default: a temporary folder)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--eval-interval", type=int, default=None,
+                        help="also score the val split every N steps, to see the curve (default: at the end only)")
     args = parser.parse_args()
     if args.fit:
         fit(args.family, args.out, write=args.write)
@@ -166,7 +177,7 @@ def main() -> None:
             run, rung, steps = point_config(args.family, rung_name, millions * 1e6)
             if (args.family, rung_name, steps * rung.tokens_per_step) in done:
                 continue
-            run_point(args.family, rung_name, millions, workdir, args.out)
+            run_point(args.family, rung_name, millions, workdir, args.out, args.eval_interval)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ FAMILIES = {
         [Example("bert_mlm_ko.toml", "나는 학교에 갔다. 그리고 친구를 만났다."),
          Example("bert_mlm_en.toml", "The cat sat on the mat because it was tired.")],
         share=0.25,
-        quick=TINY_MODEL + QUICK_TRAIN + ['data.path="ko-text/korquad_v1/KorQuAD_v1.0_dev.json"', "data.vocab_size=1000",
+        quick=TINY_MODEL + QUICK_TRAIN + ["model.size=fixed", 'data.path="ko-text/korquad_v1/KorQuAD_v1.0_dev.json"',
+                                          "data.vocab_size=1000",
                                           "data.max_length=32", "model.max_positions=32", "train.batch_size=4"],
     ),
 }

@@ -126,10 +126,11 @@ def test_classifier_checkpoint_loads_and_init_from_keeps_the_encoder(tmp_path):
 
 
 def test_shipped_configs_parse(tmp_path):
-    for name, norm_position in (("bert_mlm_ko", "post"), ("bert_mlm_en", "pre")):
+    for name, norm_position in (("bert_mlm_ko", "pre"), ("bert_mlm_en", "pre")):
         run = load_run_config(CONFIGS / f"{name}.toml")
         assert run.data_kind == "mlm" and run.model.arch == "encoder" and run.model.norm_position == norm_position
         assert run.data.max_length <= run.model.max_positions
+    assert load_run_config(CONFIGS / "bert_mlm_ko.toml").size == "auto"  # sized for its budget; bert_mlm_en is fixed
     model = EncoderModel(ModelConfig.from_preset("bert-mini", vocab_size=200, n_layers=1, max_positions=128))
     save_checkpoint(tmp_path / "ckpt", model, {"model": model.config.to_dict()})
     tapt = load_run_config(CONFIGS / "sst2_mlm.toml", [f"model.init_from={str(tmp_path / 'ckpt')!r}"])

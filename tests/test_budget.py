@@ -394,7 +394,7 @@ def test_the_bert_budget_benchmark_sets_auto_against_the_shape_the_config_shippe
     assert fixed.size is None and auto.size == "auto" and fixed.train.max_time_s == auto.train.max_time_s == 600
     assert (fixed.model.n_layers, fixed.model.d_model, fixed.data.max_length) == (4, 256, 128)
     assert (fixed.train.batch_size, fixed.train.lr, fixed.train.warmup_steps) == (64, 5e-4, 1000)
-    assert fixed.model.norm_position == auto.model.norm_position == "post"
+    assert fixed.model.norm_position == "post" and auto.model.norm_position == "pre"  # the config's recipe is pre-LN
 
 
 def test_the_multi30k_benchmark_keeps_the_fixed_shape_beside_the_sized_config():
@@ -410,3 +410,24 @@ def test_the_multi30k_benchmark_keeps_the_fixed_shape_beside_the_sized_config():
     assert fixed.size is None and (fixed.model.d_model, fixed.model.n_layers, fixed.data.max_tokens) == (256, 3, 4096)
     assert (fixed.train.lr, fixed.train.warmup_steps, fixed.train.max_time_s) == (0.7, 500, 600)
     assert bench.sized_config(config, "3x128", []).size == "3x128"
+
+
+def test_every_stored_law_is_the_fit_of_the_committed_study_points():
+    """scaling_laws.json is what `scaling_study.py --fit --write` makes of the committed results:
+    the same number of points (superseded recipes left out) and the same predictions at each."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("scaling_study", root / "benchmarks" / "scaling_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    stored = json.loads(budget.LAWS_FILE.read_text(encoding="utf-8"))
+    assert set(stored) == {"decoder", "encoder-decoder", "encoder"}  # Korean BERT is sized too
+    for family, entry in stored.items():
+        rows = study.study_rows(root / "benchmarks" / "results" / "scaling_study.jsonl", family)
+        assert len(rows) == entry["runs"] and all(not r.get("superseded") for r in rows)
+        law = ScalingLaw(**{k: entry[k] for k in ("E", "A", "alpha", "B", "beta")})
+        refit = fit_scaling_law([LossPoint(r["n_params"], r["tokens"], r["full_val_loss"]) for r in rows])
+        for r in rows:
+            assert law.predict(r["n_params"], r["tokens"]) == pytest.approx(refit.predict(r["n_params"], r["tokens"]),
+                                                                           abs=2e-3), (family, r["rung"])

@@ -57,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         _run(cli, ["translate", str(translation), sentence, "--beam-size", "4", "--max-len-a", "2", "--max-len-b", "5"])
 
     print(f"\n== 3/4 BERT (encoder only, masked-language modelling): Korean text, {args.bert_minutes} minutes")
-    _train(cli, configs / "bert_mlm_ko.toml", bert, args.bert_minutes, warmup_steps=50)
+    _train(cli, configs / "bert_mlm_ko.toml", bert, args.bert_minutes)  # size = "auto" sizes the warm-up too
     _run(cli, ["fill-mask", str(bert), "나는 [MASK]에 갔다", "--top-k", "5"])
 
     print("\n== 4/4 Look inside: attention weights and positional encodings")

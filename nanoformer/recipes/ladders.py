@@ -96,13 +96,15 @@ ENCODER_DECODER_LADDER: tuple[TranslationRung, ...] = (
 )
 
 # BERT-style encoders (masked-LM pre-training, configs/bert_mlm_ko.toml's family), up to the shipped
-# bert-mini (4 x 256). Every rung trains on 64 sequences of 128 tokens, as the shipped config; D
-# counts all of a batch's tokens, though only the masked ~15% give a loss. Rates are post-LN BERT's
-# (5e-4 for bert-mini), higher for the narrower rungs.
+# bert-mini width (4 x 256). Every rung trains on 32 sequences of 128 tokens; D counts all of a
+# batch's tokens, though only the masked ~15% give a loss. The recipe is pre-LN (the config's
+# norm_position) at rates above post-LN BERT's: under post-LN at 5e-4 to 1e-3 and batches of 64 a
+# short run never leaves the "frequent words" plateau (docs/benchmarks.md), and half the batch
+# gives twice the updates a minute, which is what leaving it takes.
 ENCODER_LADDER: tuple[Rung, ...] = (
-    Rung("2x128", 2, 128, 2, 128, 64, 1e-3),
-    Rung("4x128", 4, 128, 2, 128, 64, 1e-3),
-    Rung("4x256", 4, 256, 4, 128, 64, 5e-4),
+    Rung("2x128", 2, 128, 2, 128, 32, 2e-3),
+    Rung("4x128", 4, 128, 2, 128, 32, 2e-3),
+    Rung("4x256", 4, 256, 4, 128, 32, 1e-3),
 )
 LADDERS: dict[str, tuple[Rung, ...] | tuple[TranslationRung, ...]] = {
     "decoder": DECODER_LADDER, "encoder-decoder": ENCODER_DECODER_LADDER, "encoder": ENCODER_LADDER}
