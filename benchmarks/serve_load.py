@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
     parser.add_argument("--workers", type=int, default=1, help="the server's --workers")
+    parser.add_argument("--batching", default="continuous", choices=["continuous", "call"],
+                        help="the server's --batching (translators: join the running search, or batches per call)")
+    parser.add_argument("--models", default="translator,gpt", help="which of the two to load (comma-separated)")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -117,7 +120,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-c", "import sys; from nanoformer.cli import main; sys.exit(main())",
                                "serve", args.translator, args.gpt, "--name", "translator", "--name", "gpt",
                                "--port", str(port), "--log-level", "warning", "--max-batch", "32",
-                               "--queue", "256", "--workers", str(args.workers)], env=env)
+                               "--queue", "256", "--workers", str(args.workers), "--batching", args.batching], env=env)
     try:
         deadline = time.time() + 120
         while True:
@@ -139,6 +142,8 @@ def main() -> None:
 
         levels = [int(c) for c in args.clients.split(",")]
         for model, make in (("translator", translate), ("gpt", complete)):
+            if model not in args.models.split(","):
+                continue
             # Warm-up at the heaviest level: the allocator's pools grow to the largest batch once;
             # growth after that, over the measured levels, would be a leak.
             asyncio.run(level(url, max(levels), make, args.warmup, 10 * max(levels)))
@@ -163,7 +168,7 @@ def main() -> None:
                     "p99_over_p50": round(result["p99_ms"] / result["p50_ms"], 2),
                     "server_rss_mb_before": round(rss_before, 1), "server_rss_mb_after": round(rss_after, 1),
                     "server_rss_growth": round(rss_after / rss_before - 1, 4), "server_threads": args.threads,
-                    "server_workers": args.workers,
+                    "server_workers": args.workers, "server_batching": args.batching,
                 }, args.out)
             rss_end = resident_mb(server.pid)
             write_result("serve_load_memory", {"model": model, "levels": levels, "server_rss_mb_start": round(rss_start, 1),

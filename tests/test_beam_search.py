@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from nanoformer.config import ModelConfig
-from nanoformer.generation import beam as beam_module
+from nanoformer.generation import beam_group as beam_module
 from nanoformer.generation.beam import GenerationOutput, beam_search, best_continuations
 from nanoformer.generation.greedy import greedy_decode
 from nanoformer.models import Seq2SeqTransformer

@@ -71,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                          verify=not args.no_verify)
     settings = ServeSettings(api_key=key, max_body=args.max_body, max_queue=args.queue, max_batch=args.max_batch,
                              batch_wait=args.batch_wait / 1000, timeout=args.timeout, max_tokens=args.max_tokens,
-                             workers=args.workers)
+                             workers=args.workers, continuous=args.batching == "continuous")
     app = create_app(models, settings)
     for served in models:
         print(f"serving {served.name} ({served.family}, {served.path}): {', '.join(served.routes())}", file=sys.stderr)
@@ -99,6 +99,9 @@ def args_serve(parser: argparse.ArgumentParser) -> None:
                         "join it (default 5)")
     parser.add_argument("--workers", type=int, default=1, help="batches of a model that may run at once, each in "
                         "its own thread (default 1; with 2, a request need not wait for the running batch)")
+    parser.add_argument("--batching", default="continuous", choices=["continuous", "call"],
+                        help="translators: 'continuous' (default) lets a request join the running beam search at its "
+                        "next step; 'call' batches requests that arrive together into one decoding call")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take before 504")
     parser.add_argument("--max-tokens", type=int, default=None, help="the most new tokens a request may ask for "
                         "(default: the model's context)")

@@ -40,9 +40,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nanoformer.generation.beam_group import BeamGroup, Finished, SearchRule, best_continuations  # noqa: F401
 from nanoformer.generation.limits import banned_tensor, check_special_ids, length_limits
 from nanoformer.generation.loop import generation_loop
 
@@ -117,157 +117,42 @@ def beam_search(
     """
     config = model.config
     check_special_ids(config, "beam search")
-    vocab, eos, k = config.tgt_vocab_size, config.eos_id, beam_size
-    check_beam_args(beam_size, num_return_sequences, early_stopping, vocab)
+    check_beam_args(beam_size, num_return_sequences, early_stopping, config.tgt_vocab_size)
     penalty = length_penalty_fn(length_penalty_style, float(length_penalty))
     model.eval()
     device = src_ids.device
     batch = src_ids.shape[0]
-    fill_id = config.pad_id if config.pad_id is not None else eos
     limits = length_limits(config, src_ids, src_padding_mask, max_new_tokens, max_len_a, max_len_b)
-    max_steps = int(limits.max()) if batch else 0
-    banned = banned_tensor(config, bad_ids, force_eos, device)
-    if max_steps == 0:
-        starts = torch.full((batch * num_return_sequences, 1), config.start_id, dtype=torch.long, device=device)
-        return starts, torch.zeros(batch * num_return_sequences, device=device)
-    # "never" with a penalty that grows with length: judge the best beam at its longest length.
-    judge_at_limit = early_stopping == "never" and length_penalty > 0
-
-    # Finished hypotheses, per original sentence: the k best so far (score -inf = empty slot).
-    fin_tokens = torch.full((batch, k, max_steps + 1), fill_id, dtype=torch.long, device=device)
-    fin_scores = torch.full((batch, k), float("-inf"), device=device)
-    fin_lengths = torch.zeros((batch, k), dtype=torch.long, device=device)
-
-    # Running state of the sentences still searching: `active` holds their original indices;
-    # rows (cache, tokens) are sentence-major, `beams` rows per sentence; the memory and the source
-    # mask have one row per sentence.
-    active = torch.arange(batch, device=device)
-    limit = limits
-    beams = 1
-    tokens = torch.full((batch, max_steps + 1), fill_id, dtype=torch.long, device=device)
-    tokens[:, 0] = config.start_id
-    run_scores = torch.zeros((batch, 1), device=device)
-    src_mask = src_padding_mask
-    memory = model.encode(src_ids, src_padding_mask)
-    cache = model.new_cache(max_steps + 1)
-    first_k = torch.arange(2 * k, device=device) < k
-
-    for t in range(1, max_steps + 1):
-        n = active.shape[0]
-        logits = model.decode_step(tokens[:, t - 1 : t], memory if t == 1 else None, cache, src_mask)[:, -1, :]
-        logp = F.log_softmax(logits.float(), dim=-1)
-        if banned is not None:
-            logp.index_fill_(1, banned, float("-inf"))
-        at_limit = limit == t  # (n,)
-        any_at_limit = bool(at_limit.any())
-        if force_eos and any_at_limit:
-            rows = at_limit.repeat_interleave(beams)
-            logp[rows] = float("-inf")
-            logp[rows, eos] = 0.0
-        cand_scores, cand_index = best_continuations(logp, run_scores, 2 * k)  # (n, 2k), best first
-        cand_beam = torch.div(cand_index, vocab, rounding_mode="floor")
-        cand_token = cand_index - cand_beam * vocab
-        ends = cand_token == eos
-        if any_at_limit:
-            ends |= at_limit[:, None]
-
-        # 1. Candidates that end, among the top k, join the finished hypotheses.
-        new_finished = ends & first_k & torch.isfinite(cand_scores)
-        with_new = new_finished.any(dim=1)
-        if bool(with_new.any()):
-            local = with_new.nonzero().squeeze(1)
-            sentence = active[local]
-            scores = (cand_scores[local, :k] / penalty(t)).masked_fill(~new_finished[local, :k], float("-inf"))
-            rows = local[:, None] * beams + cand_beam[local, :k]  # (m, k) rows the candidates extend
-            candidates = tokens[rows]  # (m, k, T + 1)
-            candidates[:, :, t] = cand_token[local, :k]
-            merged_scores = torch.cat([fin_scores[sentence], scores], dim=1)
-            best_scores, best = merged_scores.topk(k, dim=1)
-            fin_scores[sentence] = best_scores
-            merged = torch.cat([fin_tokens[sentence], candidates], dim=1)
-            fin_tokens[sentence] = merged.gather(1, best[:, :, None].expand(-1, -1, merged.shape[2]))
-            lengths = torch.cat([fin_lengths[sentence], torch.full_like(fin_lengths[sentence], t)], dim=1)
-            fin_lengths[sentence] = lengths.gather(1, best)
-
-        # 2. The best k candidates that do not end run on.
-        chosen = cand_scores.masked_fill(ends, float("-inf")).topk(k, dim=1).indices
-        run_scores = cand_scores.gather(1, chosen)
-        next_beam = cand_beam.gather(1, chosen)
-        next_token = cand_token.gather(1, chosen)
-
-        # 3. Which sentences are done.
-        worst = fin_scores[active].min(dim=1).values  # -inf until all k slots are filled
-        full = torch.isfinite(worst)
-        if early_stopping is True:
-            done = full
-        else:
-            best_length = limit if judge_at_limit else t
-            best_possible = run_scores[:, 0] / penalty(best_length)
-            done = full & (best_possible <= worst)
-        if any_at_limit:
-            done |= at_limit
-        if bool(done.all()):
-            break
-
-        # 4. Reorder the cache (and every per-row tensor) to the chosen beams of the sentences left.
-        keep = (~done).nonzero().squeeze(1)
-        rows = (keep[:, None] * beams + next_beam[keep]).view(-1)
-        cache.reorder(rows, sentences=keep)
-        tokens = tokens.index_select(0, rows)
-        tokens[:, t] = next_token[keep].view(-1)
-        if src_mask is not None and keep.shape[0] != n:
-            src_mask = src_mask.index_select(0, keep)  # one per sentence, as its memory
-        run_scores, active, limit = run_scores[keep], active[keep], limit[keep]
-        beams = k
-
     n = num_return_sequences
-    out_len = 1 + int(fin_lengths[:, :n].max())
-    sequences = fin_tokens[:, :n, :out_len].reshape(batch * n, out_len)
-    return sequences, fin_scores[:, :n].reshape(batch * n)
+    rule = search_rule(config, beam_size, penalty, early_stopping, length_penalty, bad_ids, force_eos, n, device)
+    if batch == 0 or int(limits.max()) == 0:
+        starts = torch.full((batch * n, 1), config.start_id, dtype=torch.long, device=device)
+        return starts, torch.zeros(batch * n, device=device)
+    group = BeamGroup(model, rule, src_ids, src_padding_mask, limits, torch.arange(batch, device=device))
+    finished: list[Finished | None] = [None] * batch
+    while group.size:
+        for sentence in group.step(model):
+            finished[sentence.owner] = sentence
+    out_len = max(f.sequences.shape[1] for f in finished)
+    sequences = torch.full((batch, n, out_len), rule.fill_id, dtype=torch.long, device=device)
+    for i, f in enumerate(finished):
+        sequences[i, :, : f.sequences.shape[1]] = f.sequences
+    scores = torch.stack([f.scores for f in finished])
+    return sequences.view(batch * n, out_len), scores.view(batch * n)
 
 
-CHUNK = 64  # vocabulary entries per chunk in `best_continuations`
-
-
-def best_continuations(logp: Tensor, run_scores: Tensor, count: int) -> tuple[Tensor, Tensor]:
-    """The `count` best continuations of each sentence over all its beams.
-
-    logp (n·beams, V) holds each beam's next-token log-probs and run_scores (n, beams) the beams'
-    running scores. Returns (scores, index) (n, count), best first, index = beam·V + token: what
-    `(logp.view(n, beams, V) + run_scores[..., None]).view(n, -1).topk(count)` gives, in a
-    fraction of its time (torch.topk reads a long row element by element, which cost more than the
-    rest of a beam step but the output layer; docs/benchmarks.md, "Speed vs Hugging Face Marian").
-
-    Each beam's vocabulary is cut into chunks of CHUNK entries. A continuation in chunk c of beam b
-    scores at most max(c) + run_score(b), so the `count` best continuations of a sentence lie in
-    the `count` chunks with the highest such bound (a chunk outside them is beaten, entry for
-    entry, by `count` better ones), and a vectorised max per chunk is cheap. topk then runs on
-    the bounds, and on the entries of the chunks they pick; the entries past the last whole chunk
-    are always kept. The same floats as the one-topk form; equal scores may come out in another
-    order (torch.topk does not define one either).
-    """
-    n, beams = run_scores.shape
-    vocab = logp.shape[1]
-    chunks = vocab // CHUNK
-    if beams * chunks <= count:
-        return (logp.view(n, beams, vocab) + run_scores[:, :, None]).view(n, beams * vocab).topk(count, dim=1)
-    whole = logp.view(n, beams, vocab)[:, :, : chunks * CHUNK].unflatten(2, (chunks, CHUNK))
-    bounds = (whole.amax(dim=3) + run_scores[:, :, None]).view(n, beams * chunks)
-    best = bounds.topk(count, dim=1).indices  # (n, count): beam · chunks + chunk
-    beam = torch.div(best, chunks, rounding_mode="floor")
-    chunk = best - beam * chunks
-    picked = whole[torch.arange(n, device=logp.device)[:, None], beam, chunk]  # (n, count, CHUNK)
-    picked = (picked + run_scores.gather(1, beam)[:, :, None]).view(n, count * CHUNK)
-    index = ((beam * vocab + chunk * CHUNK)[:, :, None] + torch.arange(CHUNK, device=logp.device)).view(n, -1)
-    if chunks * CHUNK < vocab:
-        tail = logp.view(n, beams, vocab)[:, :, chunks * CHUNK :] + run_scores[:, :, None]
-        tail_index = torch.arange(beams, device=logp.device)[:, None] * vocab + torch.arange(
-            chunks * CHUNK, vocab, device=logp.device
-        )
-        picked = torch.cat([picked, tail.reshape(n, -1)], dim=1)
-        index = torch.cat([index, tail_index.view(1, -1).expand(n, -1)], dim=1)
-    scores, where = picked.topk(count, dim=1)
-    return scores, index.gather(1, where)
+def search_rule(config, beam_size: int, penalty, early_stopping, length_penalty: float, bad_ids, force_eos: bool,
+                num_return_sequences: int, device: torch.device) -> SearchRule:
+    """The settings a group of sentences searches with (generation/beam_group.py)."""
+    return SearchRule(
+        k=beam_size, eos=config.eos_id, start_id=config.start_id,
+        fill_id=config.pad_id if config.pad_id is not None else config.eos_id, vocab=config.tgt_vocab_size,
+        penalty=penalty, early_stopping=early_stopping,
+        # "never" with a penalty that grows with length: judge the best beam at its longest length.
+        judge_at_limit=early_stopping == "never" and length_penalty > 0,
+        banned=banned_tensor(config, bad_ids, force_eos, device), force_eos=force_eos,
+        num_return=num_return_sequences,
+    )
 
 
 @torch.no_grad()

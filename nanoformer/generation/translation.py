@@ -19,6 +19,9 @@ from torch import nn
 
 from nanoformer.errors import UserError
 
+# fairseq's length rule, floor(a * source length + b) new tokens at most, with its usual a and b
+DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B = 1.5, 10
+
 
 def encode_sources(
     texts: Sequence[str], tokenizer, max_positions: int, truncate: bool = True, where: Callable[[int], str] | None = None
@@ -58,8 +61,8 @@ def translate_ids(
     beam_size: int = 1,
     length_penalty: float = 1.0,
     batch_size: int = 32,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
+    max_len_a: float = DEFAULT_MAX_LEN_A,
+    max_len_b: int = DEFAULT_MAX_LEN_B,
     on_batch: Callable[[int], None] | None = None,
     max_new_tokens: int | None = None,
     bad_ids: Sequence[int] | None = None,
@@ -110,8 +113,8 @@ def translate_texts(
     beam_size: int = 1,
     length_penalty: float = 1.0,
     batch_size: int = 32,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
+    max_len_a: float = DEFAULT_MAX_LEN_A,
+    max_len_b: int = DEFAULT_MAX_LEN_B,
     truncate: bool = True,
     progress: bool = False,
     where: Callable[[int], str] | None = None,

@@ -98,11 +98,48 @@ class LayerCache:
         if self.cross_v is not None:
             self.cross_v = self.cross_v.index_select(0, cross)
 
+    def join(self, other: LayerCache) -> None:
+        """Append the rows of `other` after these (continuous batching, generation/beam_group.py).
+
+        Both sides' positions end at the same column: the shorter side's first columns hold
+        zeros, which the caller masks. Cross-attention K/V are padded with zeros along the
+        source axis to the longer of the two, masked by the caller's source mask.
+        """
+        length = max(self.length, other.length)
+        if self.kv is not None and other.kv is not None:
+            a, b = self.kv, other.kv
+            capacity = max(a.shape[3], b.shape[3], length)
+            kv = a.new_zeros((a.shape[0] + b.shape[0], *a.shape[1:3], capacity, a.shape[4]))
+            kv[: a.shape[0], :, :, length - self.length : length] = a[:, :, :, : self.length]
+            kv[a.shape[0] :, :, :, length - other.length : length] = b[:, :, :, : other.length]
+            self.kv, self._spare = kv, None
+        self.length = length
+        if self.cross_k is not None and other.cross_k is not None:
+            width = max(self.cross_k.shape[2], other.cross_k.shape[2])
+            self.cross_k, self.cross_v = (
+                torch.cat([_pad_positions(mine, width), _pad_positions(theirs, width)])
+                for mine, theirs in ((self.cross_k, other.cross_k), (self.cross_v, other.cross_v))
+            )
+
+    def drop_front(self, count: int) -> None:
+        """Forget the first `count` positions of every row: columns no row reads any more."""
+        if not 0 <= count <= self.length:
+            raise ValueError(f"drop_front count must be in [0, {self.length}], got {count}")
+        if self.kv is not None and count:
+            kept = self.kv[:, :, :, count : self.length].clone()
+            self.kv[:, :, :, : self.length - count] = kept
+        self.length -= count
+
     def trim(self, length: int) -> None:
         """Forget positions from `length` on (e.g. to rewind a prompt)."""
         if not 0 <= length <= self.length:
             raise ValueError(f"trim length must be in [0, {self.length}], got {length}")
         self.length = length
+
+
+def _pad_positions(x: Tensor, width: int) -> Tensor:
+    """Cross-attention keys or values (B, H, S, d) with zeros up to `width` source positions."""
+    return torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[2]))
 
 
 class KVCache:
@@ -124,3 +161,12 @@ class KVCache:
     def trim(self, length: int) -> None:
         for layer in self.layers:
             layer.trim(length)
+
+    def join(self, other: KVCache) -> None:
+        """`LayerCache.join` on every layer."""
+        for mine, theirs in zip(self.layers, other.layers):
+            mine.join(theirs)
+
+    def drop_front(self, count: int) -> None:
+        for layer in self.layers:
+            layer.drop_front(count)

@@ -9,6 +9,7 @@ from anywhere else, and the page's Content-Security-Policy forbids it to.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nanoformer.serve.batching import ModelQueue
+from nanoformer.serve.continuous import ContinuousTranslator
 from nanoformer.serve.errors import APIError
 from nanoformer.serve.guards import Guard
 from nanoformer.serve.metrics import Metrics
@@ -59,7 +61,10 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None)
             queues[served.name] = ModelQueue(served.name, lambda jobs, served=served: run_batch(served, jobs), executor,
                                              metrics, settings.max_queue, settings.max_batch, settings.batch_wait,
                                              settings.workers)
-            queues[served.name].start()
+            stepping = None
+            if served.family == "translator" and settings.continuous:
+                stepping = ContinuousTranslator(served, queues[served.name], asyncio.get_running_loop()).run
+            queues[served.name].start(stepping)
         try:
             yield
         finally:

@@ -57,6 +57,8 @@ class ModelQueue:
         self.pending: deque[Job] = deque()
         self.arrived = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.closing = False  # set by `stop`: a stepping loop takes no more jobs
+        self.stepping: Callable[[], None] | None = None  # continuous batching (continuous.py): the model thread's loop
 
     def submit(self, job: Job) -> Job:
         if len(self.pending) >= self.max_queue:
@@ -67,10 +69,28 @@ class ModelQueue:
         self.arrived.set()
         return job
 
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self.work(), name=f"batcher:{self.name}")
+    def start(self, stepping: Callable[[], None] | None = None) -> None:
+        """Start taking jobs: in batches per call, or, given `stepping`, through that loop (continuous.py)."""
+        self.stepping = stepping
+        work = self.work() if stepping is None else self.work_stepping()
+        self.task = asyncio.get_running_loop().create_task(work, name=f"batcher:{self.name}")
+
+    async def work_stepping(self) -> None:
+        """Run the stepping loop in the model thread whenever jobs wait; it takes them from `pending` itself
+        (a deque: this thread appends, that one pops, each atomically). An idle model waits `batch_wait`
+        for requests arriving together to take their first step together; a busy one takes them in at
+        its next step."""
+        while True:
+            while not self.pending:
+                self.arrived.clear()
+                await self.arrived.wait()
+            first = self.pending[0]
+            if first.key is not None and self.batch_wait > 0 and first.rows < self.max_batch:
+                await asyncio.sleep(self.batch_wait)
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.stepping)
 
     async def stop(self) -> None:
+        self.closing = True
         if self.task is not None:
             self.task.cancel()
             try:

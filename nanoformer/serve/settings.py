@@ -16,3 +16,4 @@ class ServeSettings:
     max_tokens: int | None = None  # the most new tokens a request may ask for (default: the model's context)
     max_items: int = 256  # texts (or prompts) in one request
     workers: int = 1  # batches that may run at once (each in its own thread)
+    continuous: bool = True  # translators: requests join the running beam search between steps (continuous.py)

@@ -113,15 +113,20 @@ def run_translations(served: ServedModel, jobs: list[Job]) -> list[list[dict]]:
     results, at = [], 0
     for job in jobs:
         work: TranslationWork = job.payload
-        entries = []
-        for text, ids in zip(work.texts, outputs[at : at + len(work.sources)]):
-            entry: dict = {"text": decode_translation(tok, ids), "tokens": len(ids)}
-            if work.attention is not None and ids:
-                entry.update(cross_attention(served, text, ids, *work.attention))
-            entries.append(entry)
+        results.append(translation_entries(served, work, outputs[at : at + len(work.sources)]))
         at += len(work.sources)
-        results.append(entries)
     return results
+
+
+def translation_entries(served: ServedModel, work: TranslationWork, outputs: list[list[int]]) -> list[dict]:
+    """A request's answer: one entry per text, from the target ids of its sentences (in order)."""
+    entries = []
+    for text, ids in zip(work.texts, outputs):
+        entry: dict = {"text": decode_translation(served.tokenizer, ids), "tokens": len(ids)}
+        if work.attention is not None and ids:
+            entry.update(cross_attention(served, text, ids, *work.attention))
+        entries.append(entry)
+    return entries
 
 
 def cross_attention(served: ServedModel, text: str, target_ids: list[int], layers: str, heads: str) -> dict:
