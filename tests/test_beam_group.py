@@ -37,7 +37,9 @@ def widen(sequences: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(sequences, (0, width - sequences.shape[1]), value=PAD)
 
 
-def run_continuously(model, rule, src, mask, joins: dict[int, list[int]], max_new: int, watch: dict) -> dict:
+def run_continuously(model, rule, src, mask, joins: dict[int, list[int]], max_new: int, watch: dict,
+                     primed: bool = False) -> dict:
+    """primed: newcomers join a running group before their first step (BeamGroup.prime), as the server does."""
     results, group = {}, None
     for step in range(200):
         if step in joins:
@@ -45,8 +47,13 @@ def run_continuously(model, rule, src, mask, joins: dict[int, list[int]], max_ne
             ids, sub_mask = sub_batch(src, mask, rows)
             limits = length_limits(model.config, ids, sub_mask, max_new)
             new = BeamGroup(model, rule, ids, sub_mask, limits, torch.tensor(rows))
-            results.update({f.owner: f for f in new.step(model)})  # its first step, alone
-            if group is None or group.size == 0:
+            running = group is not None and group.size > 0
+            if primed and running:
+                new.prime(model)
+                watch["primed"] += 1
+            else:
+                results.update({f.owner: f for f in new.step(model)})  # its first step, alone
+            if not running:
                 group = new
             else:
                 group.merge(new)
@@ -59,9 +66,10 @@ def run_continuously(model, rule, src, mask, joins: dict[int, list[int]], max_ne
     return results
 
 
+@pytest.mark.parametrize("primed", [False, True], ids=["after-first-step", "primed"])
 @pytest.mark.parametrize("fast", [False, True], ids=["modules", "decode-step"])
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: f"{s['style']}-{s['alpha']}-{s['early_stopping']}")
-def test_sentences_joining_a_running_search_get_what_they_get_alone(model, setting, fast, monkeypatch):
+def test_sentences_joining_a_running_search_get_what_they_get_alone(model, setting, fast, primed, monkeypatch):
     src, mask = padded_sources(seed=3, lengths=LENGTHS)
     k, n = 4, 2
     options = dict(length_penalty=setting["alpha"], length_penalty_style=setting["style"],
@@ -73,9 +81,9 @@ def test_sentences_joining_a_running_search_get_what_they_get_alone(model, setti
     rule = search_rule(model.config, k, length_penalty_fn(setting["style"], float(setting["alpha"])),
                        setting["early_stopping"], setting["alpha"], setting.get("bad_ids"),
                        setting.get("force_eos", False), n, src.device)
-    watch = {"padded": False, "widths": set()}
+    watch = {"padded": False, "widths": set(), "primed": 0}
     with model.decoding() if fast else torch.no_grad():
-        results = run_continuously(model, rule, src, mask, JOINS, MAX_NEW, watch)
+        results = run_continuously(model, rule, src, mask, JOINS, MAX_NEW, watch, primed)
     assert sorted(results) == list(range(len(LENGTHS)))
     lengths = set()
     for row, length in enumerate(LENGTHS):
@@ -91,6 +99,7 @@ def test_sentences_joining_a_running_search_get_what_they_get_alone(model, setti
     assert watch["padded"] and len(watch["widths"]) >= 2
     assert any(count > 0 for count in dropped)
     assert len(lengths) >= 2
+    assert watch["primed"] == (len(JOINS) - 1 if primed else 0)  # every join but the first met a running group
 
 
 def test_groups_with_other_settings_do_not_merge(model):
@@ -105,3 +114,21 @@ def test_groups_with_other_settings_do_not_merge(model):
         groups.append(group)
     with pytest.raises(ValueError, match="same search settings"):
         groups[0].merge(groups[1])
+
+
+def test_a_group_merges_only_past_its_first_step_or_primed(model):
+    src, mask = padded_sources(seed=3, lengths=(4, 5))
+    rule = search_rule(model.config, 3, length_penalty_fn("hf", 1.0), False, 1.0, None, False, 1, src.device)
+    groups = []
+    for row in (0, 1):
+        ids, sub_mask = sub_batch(src, mask, [row])
+        groups.append(BeamGroup(model, rule, ids, sub_mask, length_limits(model.config, ids, sub_mask, MAX_NEW),
+                                torch.tensor([row])))
+    groups[0].step(model)
+    with pytest.raises(ValueError, match="past their first step or primed"):
+        groups[0].merge(groups[1])
+    with pytest.raises(ValueError, match="before its first step"):
+        groups[0].prime(model)
+    groups[1].prime(model)
+    groups[0].merge(groups[1])
+    assert groups[0].size == 2 and groups[0].last.shape[0] == 6

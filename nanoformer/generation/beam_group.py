@@ -5,9 +5,12 @@ but lets new sentences join it between steps (`merge`): continuous batching. A r
 arrives while others decode then starts at the next step, instead of waiting for the slowest
 sentence of the batch before it to end.
 
-Sentences that join take their first step together, as a group of their own (one row each:
-every beam starts from the start token; their encoder memory and its cross-attention keys and
-values are computed there), then merge. Their self-attention rows are left-padded to the
+Sentences that join form a group of their own first: their encoder runs there. Into an empty
+server they take their first step as that group (one row each: every beam starts from the start
+token). Into a running group they merge before it (`prime`: their cross-attention keys and
+values are cached, and each gets k rows, all but the first at score -inf, which the first step
+of beam search gives the same candidates as one row), so that the next step is one decoder call
+for everyone rather than one for the group and another for the newcomers. Their self-attention rows are left-padded to the
 group's length and their sources right-padded to the group's longest, both masked, so every
 sentence decodes as it would alone (the padding properties of tests/test_properties.py;
 tests/test_beam_group.py). Each sentence keeps its own step count, length limit and
@@ -86,6 +89,20 @@ class BeamGroup:
     def size(self) -> int:
         """Sentences still searching."""
         return self.owners.shape[0]
+
+    def prime(self, model: nn.Module) -> None:
+        """Ready a group that has not stepped yet to `merge` into a running one (see the module's docstring)."""
+        if self.beams != 1 or self.cache.length:
+            raise ValueError("prime a group before its first step")
+        if self.memory is not None:
+            model.cache_memory(self.memory, self.cache)
+            self.memory = None
+        k = self.rule.k
+        self.tokens = self.tokens.repeat_interleave(k, dim=0)
+        self.last = self.last.repeat_interleave(k, dim=0)
+        self.run_scores = torch.full((self.size, k), float("-inf"), device=self.last.device)
+        self.run_scores[:, 0] = 0.0
+        self.beams = k
 
     def _penalties(self, lengths: Tensor) -> Tensor:
         """The length normaliser of each sentence, as beam.py divides by it: a Python float per length."""
@@ -216,11 +233,11 @@ class BeamGroup:
             self.tgt_mask = None
 
     def merge(self, other: BeamGroup) -> None:
-        """Take in the sentences of `other` (after its first step), to search on with these."""
+        """Take in the sentences of `other` (after its first step, or primed), to search on with these."""
         if other.size == 0:
             return
-        if other.rule is not self.rule or self.beams != other.beams:
-            raise ValueError("only groups with the same search settings (one SearchRule), past their first step, merge")
+        if other.rule is not self.rule or self.beams != other.beams or other.memory is not None:
+            raise ValueError("only groups with the same search settings (one SearchRule), past their first step or primed, merge")
         rows_a, rows_b = self.last.shape[0], other.last.shape[0]
         length = max(self.cache.length, other.cache.length)
         device = self.last.device
@@ -234,7 +251,7 @@ class BeamGroup:
             width = max(width_a, width_b)
             self.src_mask = torch.cat([_right_padded(self.src_mask, self.size, width_a, width, device),
                                        _right_padded(other.src_mask, other.size, width_b, width, device)], dim=0)
-        self.cache.join(other.cache)
+        self.cache.join(other.cache, rows_b)
         width = max(self.tokens.shape[1], other.tokens.shape[1])
         self.tokens = torch.cat([_widen(self.tokens, width, self.rule.fill_id), _widen(other.tokens, width, self.rule.fill_id)])
         self.fin_tokens = torch.cat([_widen(self.fin_tokens, width, self.rule.fill_id),

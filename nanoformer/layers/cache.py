@@ -98,20 +98,24 @@ class LayerCache:
         if self.cross_v is not None:
             self.cross_v = self.cross_v.index_select(0, cross)
 
-    def join(self, other: LayerCache) -> None:
+    def join(self, other: LayerCache, other_rows: int | None = None) -> None:
         """Append the rows of `other` after these (continuous batching, generation/beam_group.py).
 
         Both sides' positions end at the same column: the shorter side's first columns hold
-        zeros, which the caller masks. Cross-attention K/V are padded with zeros along the
-        source axis to the longer of the two, masked by the caller's source mask.
+        zeros, which the caller masks. `other` may have cached no position yet (sentences that
+        join before their first step); `other_rows` then says how many rows it has. Cross-attention
+        K/V are padded with zeros along the source axis to the longer of the two, masked by the
+        caller's source mask.
         """
         length = max(self.length, other.length)
-        if self.kv is not None and other.kv is not None:
-            a, b = self.kv, other.kv
-            capacity = max(a.shape[3], b.shape[3], length)
-            kv = a.new_zeros((a.shape[0] + b.shape[0], *a.shape[1:3], capacity, a.shape[4]))
+        rows_b = other.kv.shape[0] if other.kv is not None else (other_rows or 0)
+        if self.kv is not None and rows_b:
+            a = self.kv
+            capacity = max(a.shape[3], other.kv.shape[3] if other.kv is not None else other.capacity, length)
+            kv = a.new_zeros((a.shape[0] + rows_b, *a.shape[1:3], capacity, a.shape[4]))
             kv[: a.shape[0], :, :, length - self.length : length] = a[:, :, :, : self.length]
-            kv[a.shape[0] :, :, :, length - other.length : length] = b[:, :, :, : other.length]
+            if other.kv is not None:
+                kv[a.shape[0] :, :, :, length - other.length : length] = other.kv[:, :, :, : other.length]
             self.kv, self._spare = kv, None
         self.length = length
         if self.cross_k is not None and other.cross_k is not None:
@@ -162,10 +166,10 @@ class KVCache:
         for layer in self.layers:
             layer.trim(length)
 
-    def join(self, other: KVCache) -> None:
+    def join(self, other: KVCache, other_rows: int | None = None) -> None:
         """`LayerCache.join` on every layer."""
         for mine, theirs in zip(self.layers, other.layers):
-            mine.join(theirs)
+            mine.join(theirs, other_rows)
 
     def drop_front(self, count: int) -> None:
         for layer in self.layers:

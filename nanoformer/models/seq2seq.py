@@ -133,6 +133,16 @@ class Seq2SeqTransformer(nn.Module):
         """An empty decoder cache with room for `capacity` target positions (default: max_positions)."""
         return self.decoder.new_cache(capacity or self.config.max_positions)
 
+    @torch.no_grad()
+    def cache_memory(self, memory: Tensor, cache: KVCache) -> None:
+        """Put the cross-attention keys/values of `memory` in `cache`, before any decoding step.
+
+        Steps then need no memory: sentences can join a running search on their first step
+        (continuous batching, generation/beam_group.py) without the others passing one.
+        """
+        for layer, layer_cache in zip(self.decoder.layers, cache.layers):
+            layer_cache.cross_kv(memory, layer.cross_attn.memory_kv)
+
     def decoding(self) -> contextlib.AbstractContextManager[None]:
         """The block generation loops run in: one-token steps skip the module machinery (`Decoder.decoding`)."""
         return self.decoder.decoding()

@@ -4,8 +4,9 @@ With batching per call (batching.py), a request that arrives while a batch decod
 that batch's longest sentence to end, then rides in the next batch: its latency is between
 one and two batch times, and the tail doubles (docs/benchmarks.md, "Serve"). Here one loop in
 the model thread owns a `BeamGroup` (generation/beam_group.py). Between two steps it takes the
-waiting translation jobs with the group's search settings, gives their sentences their first
-step together, and merges them in; each job is answered as soon as its last sentence ends.
+waiting translation jobs with the group's search settings, runs their encoder, and merges
+their sentences in, to take their first step with the others; each job is answered as soon as
+its last sentence ends.
 A sentence decodes as it would alone, so the answers equal `nanoformer translate`'s.
 
 What the loop does not step: greedy requests (beam 1; `greedy_decode`, batched as in
@@ -114,7 +115,7 @@ class ContinuousTranslator:
             self.answer(one, result)
 
     def start(self, jobs: list[Job]) -> None:
-        """The sentences of `jobs` take their first step together, then join the group."""
+        """The sentences of `jobs` join the group (or, into an empty server, take its first step)."""
         started = time.perf_counter()
         model, tok = self.served.model, self.served.tokenizer
         saved = self.served.generation
@@ -153,10 +154,11 @@ class ContinuousTranslator:
                                           bool(saved.get("force_eos")), 1, src.device)
         rule = self.rules[key]
         group = BeamGroup(model, rule, src, mask_or_none, limits, torch.tensor(owners))
-        self.finish(group.step(model))
         if self.group is None or self.group.size == 0:
+            self.finish(group.step(model))
             self.group = group
         else:
+            group.prime(model)  # its first step is the group's next one
             self.group.merge(group)
         self.count_batch(jobs, self.group.size, time.perf_counter() - started)
 
