@@ -112,11 +112,8 @@ class LayerCache:
         if self.kv is not None and rows_b:
             a = self.kv
             capacity = max(a.shape[3], other.kv.shape[3] if other.kv is not None else other.capacity, length)
-            # Only the padding columns are zeroed: the ones after `length` are written before read.
-            kv = a.new_empty((a.shape[0] + rows_b, *a.shape[1:3], capacity, a.shape[4]))
-            kv[: a.shape[0], :, :, : length - self.length] = 0
+            kv = a.new_zeros((a.shape[0] + rows_b, *a.shape[1:3], capacity, a.shape[4]))
             kv[: a.shape[0], :, :, length - self.length : length] = a[:, :, :, : self.length]
-            kv[a.shape[0] :, :, :, : length - other.length] = 0
             if other.kv is not None:
                 kv[a.shape[0] :, :, :, length - other.length : length] = other.kv[:, :, :, : other.length]
             self.kv, self._spare = kv, None
