@@ -16,6 +16,7 @@ import sys
 
 from nanoformer.cli.common import DEVICES, add_load_arguments, check_int8_device, resolve_device
 from nanoformer.errors import UserError
+from nanoformer.kernels.cpu import bound_onednn_cache
 
 KEY_VARIABLE = "NANOFORMER_API_KEY"
 
@@ -44,10 +45,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    # A server meets batches of every size and length. oneDNN compiles a primitive per shape and by
-    # default keeps 1,024 of them, which grew a GPT server's memory by ~10% over a minute of load;
-    # 16 kept it flat at about the same speed (docs/benchmarks.md, "Continuous batching").
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
+    bound_onednn_cache()  # a server meets every batch shape: keep its memory flat
     try:
         import uvicorn
 
