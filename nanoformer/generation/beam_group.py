@@ -10,12 +10,12 @@ server they take their first step as that group (one row each: every beam starts
 token). Into a running group they merge before it (`prime`: their cross-attention keys and
 values are cached, and each gets k rows, all but the first at score -inf, which the first step
 of beam search gives the same candidates as one row), so that the next step is one decoder call
-for everyone rather than one for the group and another for the newcomers. Their self-attention rows are left-padded to the
-group's length and their sources right-padded to the group's longest, both masked, so every
-sentence decodes as it would alone (the padding properties of tests/test_properties.py;
-tests/test_beam_group.py). Each sentence keeps its own step count, length limit and
-finished hypotheses; the arithmetic of a step is that of the search it replaced, sentence by
-sentence (see beam.py for the rules).
+for everyone rather than one for the group and another for the newcomers. Their self-attention
+rows are left-padded to the group's length and their sources right-padded to the group's
+longest, both masked, so every sentence decodes as it would alone (the padding properties of
+tests/test_properties.py; tests/test_beam_group.py). Each sentence keeps its own step count,
+length limit and finished hypotheses; the arithmetic of a step is that of the search it
+replaced, sentence by sentence (see beam.py for the rules).
 """
 
 from __future__ import annotations
