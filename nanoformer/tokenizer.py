@@ -101,19 +101,23 @@ class Tokenizer:
         vocab_size: int = 8000,
         *,
         texts: Iterable[str] | None = None,
+        prefix_space: bool = False,
         progress: bool = False,
     ) -> Tokenizer:
         """Train a tokenizer of `kind` ("char", "bpe", "unigram" or "wordpiece") with its defaults.
 
         A joint vocabulary for translation is one tokenizer trained on the texts of both
-        languages: `Tokenizer.train("bpe", ["train.de", "train.en"], 8000)`.
+        languages: `Tokenizer.train("bpe", ["train.de", "train.en"], 8000)`. `prefix_space`
+        (bpe, unigram) spells a sentence's first word as anywhere else (`tokenizer_training.unigram`);
+        char and wordpiece do so already.
         """
         if kind == "char":
             return cls.train_char(files, texts=texts)
         trainers_by_kind = {"bpe": cls.train_bpe, "unigram": cls.train_unigram, "wordpiece": cls.train_wordpiece}
         if kind not in trainers_by_kind:
             raise UserError(f"unknown tokenizer kind {kind!r}; choose one of char, {', '.join(trainers_by_kind)}")
-        return trainers_by_kind[kind](files, vocab_size, texts=texts, progress=progress)
+        options = {"prefix_space": True} if prefix_space and kind != "wordpiece" else {}
+        return trainers_by_kind[kind](files, vocab_size, texts=texts, progress=progress, **options)
 
     # ----------------------------------------------------------------------- encode / decode
     def encode(self, text: str, *, parse_special: bool = False) -> list[int]:

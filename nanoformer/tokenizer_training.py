@@ -72,25 +72,28 @@ def bpe(
     texts: Iterable[str] | None = None,
     byte_level: bool = True,
     min_frequency: int = 2,
+    prefix_space: bool = False,
     progress: bool = False,
 ) -> HFTokenizer:
     """Byte-pair encoding with `vocab_size` tokens in all (specials and base symbols included).
 
     Byte level (GPT-2 style) starts from the 256 bytes, so any text round-trips exactly and
     nothing is ever <unk>. Without it (sentencepiece style, spaces shown as "▁") the base
-    symbols are the characters seen in training and others become <unk>.
+    symbols are the characters seen in training and others become <unk>. `prefix_space`: see
+    `unigram`.
     """
     floor = len(SPECIAL_TOKENS) + (256 if byte_level else 1)
     check_vocab_size(vocab_size, floor, "train_bpe")
     if byte_level:
         hf = HFTokenizer(models.BPE())
-        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        hf.decoder = decoders.ByteLevel()
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
+        hf.decoder = (decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)]) if prefix_space
+                      else decoders.ByteLevel())
         alphabet = pre_tokenizers.ByteLevel.alphabet()
     else:
         hf = HFTokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk"]))
-        hf.pre_tokenizer = metaspace_pre_tokenizer()
-        hf.decoder = decoders.Metaspace(prepend_scheme="never")
+        hf.pre_tokenizer = metaspace_pre_tokenizer(prefix_space)
+        hf.decoder = decoders.Metaspace(prepend_scheme=_prepend_scheme(prefix_space))
         alphabet = []
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, show_progress=progress,
@@ -153,6 +156,7 @@ def unigram(
     *,
     texts: Iterable[str] | None = None,
     byte_fallback: bool = True,
+    prefix_space: bool = False,
     progress: bool = False,
 ) -> HFTokenizer:
     """SentencePiece's unigram language model, spaces shown as "▁", `vocab_size` ids in all.
@@ -163,13 +167,19 @@ def unigram(
     spelled in UTF-8 bytes instead of becoming <unk>, so every text round-trips except one
     that contains "▁" (decoded as a space). "<" and ">" are always pieces of their own, so
     typed text such as "<0x41>" is never read as a byte piece.
+
+    `prefix_space` reads every text as if a space came before it (SentencePiece's
+    `add_dummy_prefix`), so a word is the same pieces wherever it stands: without it the first
+    word of a sentence has no "▁" and is spelled apart from its other occurrences, which a
+    language with free word order (Korean "학교에 나는 간다") pays for. For sentences (translation),
+    not for text encoded in blocks (a block would gain a space); a leading space is not kept.
     """
     reserved = 256 if byte_fallback else 0
     check_vocab_size(vocab_size, len(SPECIAL_TOKENS) + reserved + 2, "train_unigram")
     hf = HFTokenizer(models.Unigram())
     hf.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"\n|<|>"), behavior="isolated"),
-        pre_tokenizers.Metaspace(prepend_scheme="never"),
+        pre_tokenizers.Metaspace(prepend_scheme=_prepend_scheme(prefix_space)),
     ])
     trainer = trainers.UnigramTrainer(
         vocab_size=vocab_size - reserved, show_progress=progress,
@@ -192,9 +202,10 @@ def unigram(
         pre_tokenizer = hf.pre_tokenizer
         hf = HFTokenizer(models.Unigram(pieces, unk_id=spec["unk_id"], byte_fallback=True))
         hf.pre_tokenizer = pre_tokenizer
-        hf.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(prepend_scheme="never")])
+        hf.decoder = decoders.Sequence([decoders.ByteFallback(),
+                                        decoders.Metaspace(prepend_scheme=_prepend_scheme(prefix_space))])
     else:
-        hf.decoder = decoders.Metaspace(prepend_scheme="never")
+        hf.decoder = decoders.Metaspace(prepend_scheme=_prepend_scheme(prefix_space))
     hf.add_special_tokens(list(SPECIAL_TOKENS.values()))
     return hf
 
@@ -221,13 +232,19 @@ def training_lines(files: PathLike | Sequence[PathLike] | None,
         yield from text.splitlines(keepends=True)
 
 
-def metaspace_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+def metaspace_pre_tokenizer(prefix_space: bool = False) -> pre_tokenizers.PreTokenizer:
     # Newlines are kept as their own pieces so that a long file can be encoded line block by line
     # block with the same result as in one piece (see nanoformer.data.lm).
     return pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
-        pre_tokenizers.Metaspace(prepend_scheme="never"),
+        pre_tokenizers.Metaspace(prepend_scheme=_prepend_scheme(prefix_space)),
     ])
+
+
+def _prepend_scheme(prefix_space: bool) -> str:
+    # "first": "▁" before the text's first word only (not after a newline or "<" split), and the
+    # decoder drops it again.
+    return "first" if prefix_space else "never"
 
 
 def check_vocab_size(vocab_size: int, floor: int, where: str) -> None:

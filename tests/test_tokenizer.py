@@ -215,3 +215,39 @@ def test_a_unigram_vocabulary_smaller_than_the_alphabet_is_a_clear_error():
     with pytest.raises(UserError, match=rf"vocab_size = {vocab_size} leaves {vocab_size - 256} unigram pieces beside "
                                         "the 256 byte pieces, fewer than the distinct characters.*raise vocab_size"):
         Tokenizer.train_unigram(texts=texts, vocab_size=vocab_size)
+
+
+SENTENCES = ["나는 학교에 간다", "그녀는 학교에 갔다", "우리는 부엌에 간다", "I go to school.",
+             "She went to school.", "We go to the kitchen."] * 20
+
+
+def _pieces(tok: Tokenizer, text: str) -> list[str]:
+    return [tok.id_to_token(i) for i in tok.encode(text)]
+
+
+@pytest.mark.parametrize("kind, options", [("unigram", {}), ("bpe", {"byte_level": False}), ("bpe", {})])
+def test_prefix_space_spells_a_first_word_as_anywhere_else(tmp_path, kind: str, options: dict) -> None:
+    train = Tokenizer.train_unigram if kind == "unigram" else Tokenizer.train_bpe
+    plain = train(texts=SENTENCES, vocab_size=300, **options)
+    prefixed = train(texts=SENTENCES, vocab_size=300, prefix_space=True, **options)
+    for tok in (prefixed, Tokenizer.load(prefixed.save(tmp_path / kind))):  # the behaviour is in the file
+        first, middle = _pieces(tok, "학교에 나는 간다"), _pieces(tok, "나는 학교에 간다")
+        school = _pieces(tok, " 학교에")  # the word after a space, as mid-sentence
+        assert first[:len(school)] == school and middle[-len(_pieces(tok, " 간다")):] == _pieces(tok, " 간다")
+        for text in ("학교에 나는 간다", "I go to school."):
+            assert tok.decode(tok.encode(text)) == text  # the added space is dropped again
+    # Without it the first word is spelled apart: the case the option exists for.
+    assert _pieces(plain, "학교에 나는 간다")[:len(_pieces(plain, " 학교에"))] != _pieces(plain, " 학교에")
+
+
+def test_prefix_space_reaches_the_translation_tokenizer() -> None:
+    from nanoformer.data.parallel import ParallelText, TranslationDataConfig
+    from nanoformer.recipes.translation import train_tokenizers
+
+    data = TranslationDataConfig(path="x", src_lang="ko", tgt_lang="en", tokenizer="unigram", vocab_size=300,
+                                 prefix_space=True)
+    text = ParallelText(SENTENCES[:3] * 20, SENTENCES[3:6] * 20)
+    source, target = train_tokenizers(data, text)
+    assert source is target and _pieces(source, "학교에")[0].startswith("▁")
+    with pytest.raises(UserError, match=r"\[data\] prefix_space = 'yes'; expected true or false"):
+        TranslationDataConfig(path="x", prefix_space="yes")

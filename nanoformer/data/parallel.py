@@ -65,6 +65,9 @@ class TranslationDataConfig:
     vocab_size: int = 8000
     bpe_dropout: float = 0.0  # e.g. 0.1: segment the training text anew each epoch (data/bpe_dropout.py)
     joint_vocab: bool = True  # one vocabulary for both languages: shared embeddings and tied output
+    # A space before each sentence (SentencePiece's add_dummy_prefix): its first word is spelled as
+    # anywhere else, which free word order needs ("학교에 나는 간다"); see tokenizer_training.unigram.
+    prefix_space: bool = False
     max_tokens: int = 4096  # batch size in tokens, padding included (sentences x longest side)
     max_length: int = 128  # training pairs with a longer side (in tokens) are left out
     max_length_ratio: float | None = None  # e.g. 3.0: leave out training pairs whose sides differ more
@@ -96,6 +99,8 @@ class TranslationDataConfig:
         if not (isinstance(self.bpe_dropout, (int, float)) and not isinstance(self.bpe_dropout, bool)
                 and 0.0 <= self.bpe_dropout < 1.0):
             raise UserError(f"[data] bpe_dropout = {self.bpe_dropout!r}; expected a probability in [0, 1), e.g. 0.1")
+        if not isinstance(self.prefix_space, bool):
+            raise UserError(f"[data] prefix_space = {self.prefix_space!r}; expected true or false")
         if self.bpe_dropout and self.tokenizer != "bpe":
             raise UserError(f"[data] bpe_dropout needs tokenizer = \"bpe\", but it is {self.tokenizer!r}; "
                             "set bpe_dropout = 0 or tokenizer = \"bpe\"")

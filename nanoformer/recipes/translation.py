@@ -108,11 +108,14 @@ class TranslationLoss:
 def train_tokenizers(data, train: ParallelText) -> tuple[Tokenizer, Tokenizer]:
     """(source, target) tokenizers; one shared object when the vocabulary is joint."""
     if data.joint_vocab:
-        joint = Tokenizer.train(data.tokenizer, texts=train.src + train.tgt, vocab_size=data.vocab_size, progress=True)
+        joint = _train_tokenizer(data, train.src + train.tgt)
         return joint, joint
-    source = Tokenizer.train(data.tokenizer, texts=train.src, vocab_size=data.vocab_size, progress=True)
-    target = Tokenizer.train(data.tokenizer, texts=train.tgt, vocab_size=data.vocab_size, progress=True)
-    return source, target
+    return _train_tokenizer(data, train.src), _train_tokenizer(data, train.tgt)
+
+
+def _train_tokenizer(data, texts: list[str]) -> Tokenizer:
+    return Tokenizer.train(data.tokenizer, texts=texts, vocab_size=data.vocab_size,
+                           prefix_space=data.prefix_space, progress=True)
 
 
 def part_tokenizers(data, train: ParallelText, warm: dict) -> tuple[Tokenizer, Tokenizer]:
@@ -122,9 +125,9 @@ def part_tokenizers(data, train: ParallelText, warm: dict) -> tuple[Tokenizer, T
     source = Tokenizer.load(warm["init_encoder"]) if "init_encoder" in warm else None
     target = Tokenizer.load(warm["init_decoder"]) if "init_decoder" in warm else None
     if source is None:
-        source = Tokenizer.train(data.tokenizer, texts=train.src, vocab_size=data.vocab_size, progress=True)
+        source = _train_tokenizer(data, train.src)
     if target is None:
-        target = Tokenizer.train(data.tokenizer, texts=train.tgt, vocab_size=data.vocab_size, progress=True)
+        target = _train_tokenizer(data, train.tgt)
     return source, target
 
 
