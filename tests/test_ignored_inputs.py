@@ -155,13 +155,13 @@ def test_demo_hands_each_budget_to_its_family_and_checks_its_configs(tmp_path, c
     from nanoformer.cli import demo
 
     trained, ran = {}, []
-    monkeypatch.setattr(demo, "_train", lambda cli, config, out, minutes, warmup_steps=None:
+    monkeypatch.setattr(demo, "_train", lambda cli, config, out, minutes:
                         trained.__setitem__(config.name, (minutes, out)))
     monkeypatch.setattr(demo, "_run", lambda cli, argv: ran.append(argv))
     assert main(["demo", "--gpt-minutes", "1.5", "--translation-minutes", "2.5", "--bert-minutes", "0.5",
                  "--out", str(tmp_path / "demo")]) == 0
     assert {name: minutes for name, (minutes, _) in trained.items()} == {
-        "shakespeare_char.toml": 1.5, "ko_en.toml": 2.5, "bert_mlm_ko.toml": 0.5}
+        "shakespeare_char.toml": 1.5, "ko_en_demo.toml": 2.5, "bert_mlm_ko.toml": 0.5}
     assert all(str(out).startswith(str(tmp_path / "demo")) for _, out in trained.values())
     one_line_error(capsys, main(["demo", "--configs", str(tmp_path)]), "config not found")
 
