@@ -116,7 +116,7 @@ class Tokenizer:
         trainers_by_kind = {"bpe": cls.train_bpe, "unigram": cls.train_unigram, "wordpiece": cls.train_wordpiece}
         if kind not in trainers_by_kind:
             raise UserError(f"unknown tokenizer kind {kind!r}; choose one of char, {', '.join(trainers_by_kind)}")
-        options = {"prefix_space": True} if prefix_space and kind != "wordpiece" else {}
+        options = {} if kind == "wordpiece" else {"prefix_space": prefix_space}
         return trainers_by_kind[kind](files, vocab_size, texts=texts, progress=progress, **options)
 
     # ----------------------------------------------------------------------- encode / decode

@@ -202,10 +202,8 @@ def unigram(
         pre_tokenizer = hf.pre_tokenizer
         hf = HFTokenizer(models.Unigram(pieces, unk_id=spec["unk_id"], byte_fallback=True))
         hf.pre_tokenizer = pre_tokenizer
-        hf.decoder = decoders.Sequence([decoders.ByteFallback(),
-                                        decoders.Metaspace(prepend_scheme=_prepend_scheme(prefix_space))])
-    else:
-        hf.decoder = decoders.Metaspace(prepend_scheme=_prepend_scheme(prefix_space))
+    metaspace = decoders.Metaspace(prepend_scheme=_prepend_scheme(prefix_space))
+    hf.decoder = decoders.Sequence([decoders.ByteFallback(), metaspace]) if byte_fallback else metaspace
     hf.add_special_tokens(list(SPECIAL_TOKENS.values()))
     return hf
 
