@@ -27,6 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# CTranslate2 before torch, in every process: it ships its own OpenMP runtime, and imported after
+# torch has run, its 2 threads ran at 1.06 CPU/wall and 4.7x slower (170 against 870 sentences/s
+# on the Zen 4, 2026-12-07; docs/benchmarks.md "Deploy"). Imported first, it runs as it does alone.
+import ctranslate2  # noqa: E402, I001
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,6 +38,7 @@ from common import matmul_peaks, write_result  # noqa: E402
 
 import nanoformer  # noqa: E402
 from nanoformer.data.text import find_data_file  # noqa: E402
+from nanoformer.generation.loop import generating  # noqa: E402
 from nanoformer.generation.translation import encode_sources  # noqa: E402
 from nanoformer.interop.ctranslate2 import export_ct2  # noqa: E402
 
@@ -48,9 +53,15 @@ def limit(rows: list[int], sources: list[list[int]], max_positions: int) -> int:
 
 
 def run_ours(model, sources, groups, beam: int, early_stopping) -> tuple[list[list[int]], float]:
-    pad, eos = model.config.pad_id, model.config.eos_id
     out: list[list[int]] = [[] for _ in sources]
     start = time.perf_counter()
+    with generating(model):  # as nanoformer.translate_ids does: weights packed once for all batches
+        _run_ours_batches(model, sources, groups, beam, early_stopping, out)
+    return out, time.perf_counter() - start
+
+
+def _run_ours_batches(model, sources, groups, beam: int, early_stopping, out: list[list[int]]) -> None:
+    pad, eos = model.config.pad_id, model.config.eos_id
     for rows in groups:
         longest = max(len(sources[i]) for i in rows)
         ids = torch.full((len(rows), longest), pad, dtype=torch.long)
@@ -64,7 +75,6 @@ def run_ours(model, sources, groups, beam: int, early_stopping) -> tuple[list[li
         for r, i in enumerate(rows):
             tokens = result[r, 1:].tolist()
             out[i] = tokens[: tokens.index(eos)] if eos in tokens else tokens
-    return out, time.perf_counter() - start
 
 
 def run_ct2(translator, vocab, index, sources, groups, beam: int, max_positions: int) -> tuple[list[list[int]], float]:
@@ -90,8 +100,6 @@ def engine_pass(args: argparse.Namespace) -> None:
     sources = encode_sources(texts, tokenizer, model.config.max_positions)
     early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     if args.engine.startswith("ct2"):
-        import ctranslate2
-
         translator = ctranslate2.Translator(str(Path(args.models) / args.engine), device="cpu",
                                             intra_threads=args.ct2_threads or args.threads, inter_threads=1)
         vocab = [tokenizer.id_to_token(i) for i in range(model.config.tgt_vocab_size)]
@@ -111,7 +119,6 @@ def engine_pass(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    import ctranslate2
     import sacrebleu
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -164,7 +171,7 @@ def main() -> None:
                        "rounds": args.rounds, "threads": args.threads, "ct2_threads": args.ct2_threads or args.threads,
                        "early_stopping": args.early_stopping if beam > 1 else None,
                        "matmul_peaks_gflops": {k: round(v, 1) for k, v in peaks.items()}, "ct2_version": ctranslate2.__version__,
-                       "processes": "one per engine and pass"}
+                       "processes": "one per engine and pass", "ct2_imported_before_torch": True}
                 for name, (outputs, seconds) in runs.items():
                     hyps = [tokenizer.decode(o) for o in outputs]
                     row[f"{name}_sentences_per_s"] = round(len(texts) / seconds, 1)

@@ -144,3 +144,23 @@ def test_hooked_or_replaced_modules_run_in_every_step() -> None:
         model.decode_step(ids(1, 3, seed=0), cache)
         after = model.decode_step(ids(1, 1, seed=1), cache)
     assert (after - before).abs().max() > 1e-3  # the wrapper's forward took part in the step
+
+
+def test_a_translation_run_prepares_the_weights_once_for_all_its_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`translate_ids` holds one `generating` block around its batches: the decoder's weights are
+    looked up (and the GEMM's packed copies made) once per run, not once per batch, with the same
+    translations as one block per batch."""
+    import nanoformer.generation.translation as translation
+
+    model = make("encoder-decoder")
+    looked_up = []
+    real = blocks.Decoder._look_up_step_weights
+    monkeypatch.setattr(blocks.Decoder, "_look_up_step_weights", lambda self: looked_up.append(1) or real(self))
+    sources = [[3 + (5 * i + j) % 12 for j in range(2 + i % 4)] + [2] for i in range(7)]
+    shared = translation.translate_ids(model, sources, 0, 2, batch_size=2, max_len_b=6)
+    assert len(looked_up) == 1
+    looked_up.clear()
+    monkeypatch.setattr(translation, "generating", lambda model: contextlib.nullcontext())
+    per_batch = translation.translate_ids(model, sources, 0, 2, batch_size=2, max_len_b=6)
+    assert len(looked_up) == 4  # without the block: once per batch of 2 among the 7 sentences
+    assert shared == per_batch and any(len(t) > 1 for t in shared)

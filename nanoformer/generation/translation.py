@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from nanoformer.errors import UserError
+from nanoformer.generation.loop import generating
 
 # fairseq's length rule, floor(a * source length + b) new tokens at most, with its usual a and b
 DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B = 1.5, 10
@@ -84,24 +85,25 @@ def translate_ids(
     results: list[list[int]] = [[] for _ in sources]
     options = {"beam_size": beam_size, "length_penalty": length_penalty, "max_len_a": max_len_a, "max_len_b": max_len_b,
                "bad_ids": bad_ids, "force_eos": force_eos, **(sampling or {})}
-    for start in range(0, len(todo), batch_size):
-        rows = todo[start : start + batch_size]
-        longest = max(len(sources[i]) for i in rows)
-        ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.bool)
-        for r, i in enumerate(rows):
-            ids[r, : len(sources[i])] = torch.as_tensor(sources[i])
-            mask[r, : len(sources[i])] = True
-        max_new = max(1, min(max_positions - 1, math.ceil(max_len_a * longest + max_len_b)))
-        if max_new_tokens is not None:
-            max_new = max(1, min(max_new, max_new_tokens))
-        out = model.generate(ids.to(device), max_new_tokens=max_new,
-                             src_padding_mask=None if bool(mask.all()) else mask.to(device), **options)
-        for r, i in enumerate(rows):
-            tokens = out[r, 1:].tolist()
-            results[i] = tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
-        if on_batch is not None:
-            on_batch(len(rows))
+    with generating(model):  # weights packed once for all the batches, not once per batch
+        for start in range(0, len(todo), batch_size):
+            rows = todo[start : start + batch_size]
+            longest = max(len(sources[i]) for i in rows)
+            ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), longest), dtype=torch.bool)
+            for r, i in enumerate(rows):
+                ids[r, : len(sources[i])] = torch.as_tensor(sources[i])
+                mask[r, : len(sources[i])] = True
+            max_new = max(1, min(max_positions - 1, math.ceil(max_len_a * longest + max_len_b)))
+            if max_new_tokens is not None:
+                max_new = max(1, min(max_new, max_new_tokens))
+            out = model.generate(ids.to(device), max_new_tokens=max_new,
+                                 src_padding_mask=None if bool(mask.all()) else mask.to(device), **options)
+            for r, i in enumerate(rows):
+                tokens = out[r, 1:].tolist()
+                results[i] = tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
+            if on_batch is not None:
+                on_batch(len(rows))
     return results
 
 
