@@ -30,7 +30,7 @@ from pathlib import Path
 # CTranslate2 before torch, in every process: it ships its own OpenMP runtime, and imported after
 # torch has run, its 2 threads ran at 1.06 CPU/wall and 4.7x slower (170 against 870 sentences/s
 # on the Zen 4, 2026-12-07; docs/benchmarks.md "Deploy"). Imported first, it runs as it does alone.
-import ctranslate2  # noqa: E402, I001
+import ctranslate2
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,28 +53,24 @@ def limit(rows: list[int], sources: list[list[int]], max_positions: int) -> int:
 
 
 def run_ours(model, sources, groups, beam: int, early_stopping) -> tuple[list[list[int]], float]:
+    pad, eos = model.config.pad_id, model.config.eos_id
     out: list[list[int]] = [[] for _ in sources]
     start = time.perf_counter()
     with generating(model):  # as nanoformer.translate_ids does: weights packed once for all batches
-        _run_ours_batches(model, sources, groups, beam, early_stopping, out)
+        for rows in groups:
+            longest = max(len(sources[i]) for i in rows)
+            ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids, dtype=torch.bool)
+            for r, i in enumerate(rows):
+                ids[r, : len(sources[i])] = torch.tensor(sources[i])
+                mask[r, : len(sources[i])] = True
+            options = {"early_stopping": early_stopping} if beam > 1 else {}
+            result = model.generate(ids, max_new_tokens=limit(rows, sources, model.config.max_positions),
+                                    src_padding_mask=None if bool(mask.all()) else mask, beam_size=beam, **options)
+            for r, i in enumerate(rows):
+                tokens = result[r, 1:].tolist()
+                out[i] = tokens[: tokens.index(eos)] if eos in tokens else tokens
     return out, time.perf_counter() - start
-
-
-def _run_ours_batches(model, sources, groups, beam: int, early_stopping, out: list[list[int]]) -> None:
-    pad, eos = model.config.pad_id, model.config.eos_id
-    for rows in groups:
-        longest = max(len(sources[i]) for i in rows)
-        ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids, dtype=torch.bool)
-        for r, i in enumerate(rows):
-            ids[r, : len(sources[i])] = torch.tensor(sources[i])
-            mask[r, : len(sources[i])] = True
-        options = {"early_stopping": early_stopping} if beam > 1 else {}
-        result = model.generate(ids, max_new_tokens=limit(rows, sources, model.config.max_positions),
-                                src_padding_mask=None if bool(mask.all()) else mask, beam_size=beam, **options)
-        for r, i in enumerate(rows):
-            tokens = result[r, 1:].tolist()
-            out[i] = tokens[: tokens.index(eos)] if eos in tokens else tokens
 
 
 def run_ct2(translator, vocab, index, sources, groups, beam: int, max_positions: int) -> tuple[list[list[int]], float]:
