@@ -10,7 +10,11 @@ process and interleaved, what that choice rests on:
 - decoding: one step's products of the Marian decoder at beam 4 × 16 sentences (64 rows through
   three layers' six projections and the 8,000-word output layer, each weight used once per
   step, so they stream from memory as in generation): torch, oneDNN on plain weights, and oneDNN
-  on weights packed once (`frozen_weights`), in ms per step.
+  on weights packed once (`frozen_weights`), in ms per step;
+- small products (phase "small"): one layer's product at 1-128 rows for the layer shapes of
+  128- to 768-wide models, torch's kernel against oneDNN on a packed weight, in µs per call, with
+  8 MB of other memory written between calls so that the weight comes from memory as it does in a
+  decoding step. `kernels/gemm.py`'s `_small_product` rests on this table.
 
     python benchmarks/gemm_backends.py --out benchmarks/results/gemm_backends.jsonl
     python benchmarks/gemm_backends.py --memory onednn   # resident memory over 1,200 products of varying rows
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -83,6 +88,39 @@ def decode_row(rounds: int) -> dict:
             **{key.replace(" ", "_") + "_ms_per_step": round(median(v) / 10 * 1e3, 3) for key, v in times.items()}}
 
 
+SMALL_WIDTHS = (128, 256, 384, 512, 768)
+SMALL_ROWS = (1, 4, 16, 64, 128)
+
+
+def small_rows(calls: int = 100) -> list[dict]:
+    evict = torch.randn(2 << 20)  # 8 MB, written between calls
+
+    def per_call_us(fn) -> float:
+        for _ in range(10):
+            fn()
+        total = 0.0
+        for _ in range(calls):
+            evict.mul_(1.0)
+            start = time.perf_counter()
+            fn()
+            total += time.perf_counter() - start
+        return total / calls * 1e6
+
+    rows = []
+    for d in SMALL_WIDTHS:
+        for k, n in ((d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)):
+            w, b = torch.randn(n, k) * 0.05, torch.randn(n)
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, 64)
+            for m in SMALL_ROWS:
+                x = torch.randn(m, k)
+                aten = per_call_us(lambda: F.linear(x, w, b))
+                onednn = per_call_us(lambda: L._onednn_linear(x, packed, b))
+                rows.append({"rows_in_out": [m, k, n], "weight_elements": k * n, "aten_us": round(aten, 1),
+                             "onednn_packed_us": round(onednn, 1), "faster": "aten" if aten < onednn else "onednn",
+                             "rule_picks": "aten" if L._few_rows(x, w) and k * n <= L.SMALL_WEIGHT_ONE_ROW else "onednn"})
+    return rows
+
+
 def memory_probe(backend: str, steps: int = 1200) -> None:
     """Resident memory while one 256 -> 1024 layer trains on 500-1,500 rows a step, a new count each
     time, as padding-free batches do: oneDNN builds (and caches) its primitives per shape."""
@@ -103,6 +141,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--memory", choices=["aten", "onednn"], default=None,
                         help="instead: resident memory over products of varying rows on that GEMM")
+    parser.add_argument("--phase", choices=["all", "small"], default="all", help="small: only the small-product table")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args()
     if args.memory:
@@ -111,6 +150,10 @@ def main() -> None:
     if not L._prepare_onednn_linear():
         raise SystemExit("this torch build has no oneDNN linear op (torch.ops.mkldnn._linear_pointwise)")
     peaks = {k: round(v, 1) for k, v in matmul_peaks().items()}
+    for row in small_rows():
+        write_result("gemm_backends", {"phase": "small", "matmul_peaks_gflops": peaks, **row}, args.out)
+    if args.phase == "small":
+        return
     for row in training_rows(args.rounds):
         write_result("gemm_backends", {"phase": "train", "matmul_peaks_gflops": peaks, **row}, args.out)
     write_result("gemm_backends", {"phase": "decode", **decode_row(args.rounds)}, args.out)

@@ -94,6 +94,41 @@ def test_auto_follows_the_cpu_vendor(backend, monkeypatch):
 
 
 @needs_onednn
+def test_the_default_rule_sends_small_products_to_torchs_kernel(backend, monkeypatch):
+    """On an AMD CPU a product too small to repay oneDNN's cost per call is F.linear exactly, in the
+    module path and in the decoding steps alike (so the two stay equal to the bit); an override
+    sends everything to oneDNN."""
+    monkeypatch.delenv("NANOFORMER_GEMM", raising=False)
+    monkeypatch.setattr(L, "cpu_vendor", lambda: "AuthenticAMD")
+    calls = []
+    real = L._onednn_linear
+    monkeypatch.setattr(L, "_onednn_linear", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    small, one_row_small, large = torch.randn(64, 128), torch.randn(512, 256), torch.randn(1024, 512)
+    cases = [(small, 1, False), (small, 128, False), (small, 129, True),
+             (one_row_small, 1, False), (one_row_small, 2, True), (large, 1, True)]
+    with torch.no_grad():
+        for weight, rows, on_onednn in cases:
+            x = torch.randn(rows, 1, weight.shape[1])  # (rows, 1, in), as a decoding step has
+            calls.clear()
+            out = linear(x, weight)
+            assert bool(calls) == on_onednn, (tuple(weight.shape), rows)
+            with frozen_weights():
+                calls.clear()
+                step = L.frozen_linear(weight)(x)
+                assert bool(calls) == on_onednn, (tuple(weight.shape), rows)
+                assert torch.equal(step, linear(x, weight))
+            if on_onednn:
+                torch.testing.assert_close(out, F.linear(x, weight), rtol=1e-5, atol=1e-4)
+            else:
+                assert torch.equal(out, F.linear(x, weight))
+        backend("onednn")  # the override: every product on oneDNN
+        calls.clear()
+        linear(torch.randn(1, 128), small)
+        assert calls
+
+
+@needs_onednn
 def test_frozen_weights_reuse_packed_copies_only_within_the_block(backend):
     backend("onednn")
     torch.manual_seed(0)

@@ -9,8 +9,10 @@ GEMM the linear layers use". Results agree with `F.linear` to float32 rounding (
 summation), and a run stays reproducible: the choice depends on the machine, never on a timing.
 
 The rule, in one place (`default_gemm`): oneDNN on AMD CPUs, torch's own kernels elsewhere, as
-CTranslate2 picks its GEMM library by CPU vendor. The one override: `NANOFORMER_GEMM=onednn|aten`
-(`set_gemm_backend` sets the same override from Python). Nothing happens at import: the CPU is
+CTranslate2 picks its GEMM library by CPU vendor. Under that rule a product too small to repay
+oneDNN's fixed cost per call still goes to torch's kernel (`_small_product`; decoding's products
+at a few rows). The one override: `NANOFORMER_GEMM=onednn|aten` (`set_gemm_backend` sets the
+same override from Python), which sends every product to the backend named. Nothing happens at import: the CPU is
 read, and oneDNN prepared, on the first product that could use it. Attention's own products
 (flash attention, `torch.bmm`) stay in torch.
 """
@@ -75,12 +77,47 @@ def gemm_backend() -> str:
 @functools.lru_cache(maxsize=16)
 def _resolve(choice: str | None, variable: str | None, vendor: str) -> str:
     # Every linear layer asks, at every call: the answer is remembered for each set of inputs.
-    name = choice or (variable or "auto").strip().lower() or "auto"
+    name = _resolve_name(choice, variable)
     if name not in BACKENDS:
         raise ValueError(f"NANOFORMER_GEMM must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "auto":
         name = default_gemm(vendor)
     return "onednn" if name == "onednn" and _prepare_onednn_linear() else "aten"
+
+
+# Products that torch's own kernel multiplies faster than oneDNN even on AMD CPUs: through torch's
+# wrapper a oneDNN call costs about 15-20 µs more than an MKL sgemm, which its AVX-512 kernel only
+# repays on larger products. Measured with weights streaming from memory, as in decoding
+# (`benchmarks/gemm_backends.py --phase small`; docs/benchmarks.md, "Small products"; AMD Zen 4):
+# torch's kernel is faster for weights of up to 65,536 elements at 1-128 rows (a 128 x 512 layer
+# at 16 rows: 26.5 against 35.5 µs), and at one row for weights of up to 262,144 (512 x 512:
+# 32 against 36 µs); oneDNN is faster beyond (384 x 1152 at one row: 40 against 46 µs; 256 x 1024
+# at 4 rows: 37 against 61 µs). Training's products have thousands of rows: always oneDNN.
+SMALL_WEIGHT = 65_536
+SMALL_WEIGHT_ONE_ROW = 262_144
+SMALL_ROWS = 128
+
+
+def _small_product(x: Tensor, weight: Tensor) -> bool:
+    """Whether this product goes to torch's kernel although oneDNN is the CPU's GEMM (see above).
+
+    Only under the default rule: `NANOFORMER_GEMM=onednn` sends every product to oneDNN."""
+    return weight.numel() <= SMALL_WEIGHT_ONE_ROW and _auto() and _few_rows(x, weight)
+
+
+def _few_rows(x: Tensor, weight: Tensor) -> bool:
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    return rows <= 1 or (rows <= SMALL_ROWS and weight.numel() <= SMALL_WEIGHT)
+
+
+def _auto() -> bool:
+    """Whether the backend comes from the default rule (no override)."""
+    return _resolve_name(_choice, os.environ.get("NANOFORMER_GEMM")) == "auto"
+
+
+@functools.lru_cache(maxsize=16)
+def _resolve_name(choice: str | None, variable: str | None) -> str:
+    return choice or (variable or "auto").strip().lower() or "auto"
 
 
 def _use_onednn(*tensors: Tensor | None) -> bool:
@@ -192,7 +229,7 @@ def _packed_weight(weight: Tensor) -> Tensor:
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`F.linear(x, weight, bias)`, multiplied by oneDNN where that is this CPU's fast fp32 GEMM."""
-    if x.dim() == 0 or not _use_onednn(x, weight, bias):
+    if x.dim() == 0 or not _use_onednn(x, weight, bias) or _small_product(x, weight):
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return _OneDnnLinear.apply(x, weight, bias)
@@ -215,10 +252,13 @@ def frozen_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tenso
     if _frozen.packed is None or not _use_onednn(weight, bias):
         return general
     packed = _packed_weight(weight)
+    small = weight.numel() <= SMALL_WEIGHT_ONE_ROW and _auto()  # `_small_product`, its fixed part
 
     def project(x: Tensor) -> Tensor:
         if x.dtype is not torch.float32 or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
             return general(x)
+        if small and _few_rows(x, weight):
+            return F.linear(x, weight, bias)
         return _onednn_linear(x, packed, bias)
 
     return project
