@@ -14,7 +14,8 @@ process and interleaved, what that choice rests on:
 - small products (phase "small"): one layer's product at 1-128 rows for the layer shapes of
   128- to 768-wide models, torch's kernel against oneDNN on a packed weight, in µs per call, with
   8 MB of other memory written between calls so that the weight comes from memory as it does in a
-  decoding step. `kernels/gemm.py`'s `_small_product` rests on this table.
+  decoding step. `kernels/gemm.py`'s `_small_product` starts from this table; its bound was then
+  set lower, inside decoding steps (docs/benchmarks.md, "Small products").
 
     python benchmarks/gemm_backends.py --out benchmarks/results/gemm_backends.jsonl
     python benchmarks/gemm_backends.py --memory onednn   # resident memory over 1,200 products of varying rows
@@ -117,7 +118,7 @@ def small_rows(calls: int = 100) -> list[dict]:
                 onednn = per_call_us(lambda: L._onednn_linear(x, packed, b))
                 rows.append({"rows_in_out": [m, k, n], "weight_elements": k * n, "aten_us": round(aten, 1),
                              "onednn_packed_us": round(onednn, 1), "faster": "aten" if aten < onednn else "onednn",
-                             "rule_picks": "aten" if L._few_rows(x, w) and k * n <= L.SMALL_WEIGHT_ONE_ROW else "onednn"})
+                             "rule_picks": "aten" if L._small_product(x, w) else "onednn"})
     return rows
 
 

@@ -104,9 +104,9 @@ def test_the_default_rule_sends_small_products_to_torchs_kernel(backend, monkeyp
     real = L._onednn_linear
     monkeypatch.setattr(L, "_onednn_linear", lambda *a: calls.append(1) or real(*a))
     torch.manual_seed(0)
-    small, one_row_small, large = torch.randn(64, 128), torch.randn(512, 256), torch.randn(1024, 512)
+    small, wide, large = torch.randn(128, 512), torch.randn(256, 256), torch.randn(129, 512)
     cases = [(small, 1, False), (small, 128, False), (small, 129, True),
-             (one_row_small, 1, False), (one_row_small, 2, True), (large, 1, True)]
+             (wide, 1, True), (wide, 16, True), (large, 1, True)]
     with torch.no_grad():
         for weight, rows, on_onednn in cases:
             x = torch.randn(rows, 1, weight.shape[1])  # (rows, 1, in), as a decoding step has
@@ -124,7 +124,7 @@ def test_the_default_rule_sends_small_products_to_torchs_kernel(backend, monkeyp
                 assert torch.equal(out, F.linear(x, weight))
         backend("onednn")  # the override: every product on oneDNN
         calls.clear()
-        linear(torch.randn(1, 128), small)
+        linear(torch.randn(1, small.shape[1]), small)
         assert calls
 
 

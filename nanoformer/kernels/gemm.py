@@ -86,28 +86,32 @@ def _resolve(choice: str | None, variable: str | None, vendor: str) -> str:
 
 
 # Products that torch's own kernel multiplies faster than oneDNN even on AMD CPUs: through torch's
-# wrapper a oneDNN call costs about 15-20 µs more than an MKL sgemm, which its AVX-512 kernel only
-# repays on larger products. Measured with weights streaming from memory, as in decoding
-# (`benchmarks/gemm_backends.py --phase small`; docs/benchmarks.md, "Small products"; AMD Zen 4):
-# torch's kernel is faster for weights of up to 65,536 elements at 1-128 rows (a 128 x 512 layer
-# at 16 rows: 26.5 against 35.5 µs), and at one row for weights of up to 262,144 (512 x 512:
-# 32 against 36 µs); oneDNN is faster beyond (384 x 1152 at one row: 40 against 46 µs; 256 x 1024
-# at 4 rows: 37 against 61 µs). Training's products have thousands of rows: always oneDNN.
-SMALL_WEIGHT = 65_536
-SMALL_WEIGHT_ONE_ROW = 262_144
+# wrapper a oneDNN call costs about 15-20 µs more than an MKL sgemm, which oneDNN's AVX-512 kernel
+# repays only on larger products. The bound was set inside decoding steps, where it counts
+# (docs/benchmarks.md, "Small products"; AMD Zen 4): the 128-wide Multi30k translator, whose
+# layers (128 x 128, 128 x 384, 128 x 512, 512 x 128) all fall under it, decodes 1.4x faster
+# greedy and 1.2x at beam 4; a 256-wide one decoded 2-5% slower with its 256 x 256 layers on
+# torch's kernel and the rest on oneDNN, although alone, weights streaming from memory, that
+# product is faster there (26 against 36 µs at 16 rows; `benchmarks/gemm_backends.py --phase
+# small`). Training's products have thousands of rows.
+SMALL_WEIGHT = 65_536  # elements
+SMALL_SIDE = 128  # in or out features
 SMALL_ROWS = 128
+
+
+def _small_weight(weight: Tensor) -> bool:
+    return weight.dim() == 2 and weight.numel() <= SMALL_WEIGHT and min(weight.shape) <= SMALL_SIDE
 
 
 def _small_product(x: Tensor, weight: Tensor) -> bool:
     """Whether this product goes to torch's kernel although oneDNN is the CPU's GEMM (see above).
 
     Only under the default rule: `NANOFORMER_GEMM=onednn` sends every product to oneDNN."""
-    return weight.numel() <= SMALL_WEIGHT_ONE_ROW and _auto() and _few_rows(x, weight)
+    return _small_weight(weight) and _auto() and _few_rows(x)
 
 
-def _few_rows(x: Tensor, weight: Tensor) -> bool:
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    return rows <= 1 or (rows <= SMALL_ROWS and weight.numel() <= SMALL_WEIGHT)
+def _few_rows(x: Tensor) -> bool:
+    return (x.numel() // x.shape[-1] if x.shape[-1] else 0) <= SMALL_ROWS
 
 
 def _auto() -> bool:
@@ -252,12 +256,12 @@ def frozen_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tenso
     if _frozen.packed is None or not _use_onednn(weight, bias):
         return general
     packed = _packed_weight(weight)
-    small = weight.numel() <= SMALL_WEIGHT_ONE_ROW and _auto()  # `_small_product`, its fixed part
+    small = _small_weight(weight) and _auto()  # `_small_product`, less what changes per call
 
     def project(x: Tensor) -> Tensor:
         if x.dtype is not torch.float32 or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
             return general(x)
-        if small and _few_rows(x, weight):
+        if small and _few_rows(x):
             return F.linear(x, weight, bias)
         return _onednn_linear(x, packed, bias)
 
