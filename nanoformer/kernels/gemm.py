@@ -12,9 +12,9 @@ The rule, in one place (`default_gemm`): oneDNN on AMD CPUs, torch's own kernels
 CTranslate2 picks its GEMM library by CPU vendor. Under that rule a product too small to repay
 oneDNN's fixed cost per call still goes to torch's kernel (`_small_product`; decoding's products
 at a few rows). The one override: `NANOFORMER_GEMM=onednn|aten` (`set_gemm_backend` sets the
-same override from Python), which sends every product to the backend named. Nothing happens at import: the CPU is
-read, and oneDNN prepared, on the first product that could use it. Attention's own products
-(flash attention, `torch.bmm`) stay in torch.
+same override from Python), which sends every product to the backend named. Nothing happens at
+import: the CPU is read, and oneDNN prepared, on the first product that could use it.
+Attention's own products (flash attention, `torch.bmm`) stay in torch.
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ def _resolve(choice: str | None, variable: str | None, vendor: str) -> str:
 # wrapper a oneDNN call costs about 15-20 µs more than an MKL sgemm, which oneDNN's AVX-512 kernel
 # repays only on larger products. The bound was set inside decoding steps, where it counts
 # (docs/benchmarks.md, "Small products"; AMD Zen 4): the 128-wide Multi30k translator, whose
-# layers (128 x 128, 128 x 384, 128 x 512, 512 x 128) all fall under it, decodes 1.4x faster
-# greedy and 1.2x at beam 4; a 256-wide one decoded 2-5% slower with its 256 x 256 layers on
+# layers (128 x 128, 128 x 384, 128 x 512, 512 x 128) all fall under it, decodes 1.3-1.5x faster
+# greedy and 1.1x at beam 4; a 256-wide one decoded 2-5% slower with its 256 x 256 layers on
 # torch's kernel and the rest on oneDNN, although alone, weights streaming from memory, that
 # product is faster there (26 against 36 µs at 16 rows; `benchmarks/gemm_backends.py --phase
 # small`). Training's products have thousands of rows.
