@@ -25,13 +25,28 @@ def test_rows_quantize_symmetrically_and_the_product_stays_close() -> None:
     assert q.dtype == torch.int8 and int(q.abs().max()) == 127 and scale.shape == (64,)
     assert (q.float() * scale[:, None] - layer.weight).abs().max() <= scale.max() / 2 + 1e-7
     int8 = Int8Linear.from_linear(layer)
-    x = torch.randn(3, 5, 96)
-    exact, approx = layer(x), int8(x)
-    assert approx.shape == exact.shape
-    assert 0 < (approx - exact).norm() / exact.norm() < 0.02
-    again = Int8Linear(96, 64)
-    again.load_state_dict(int8.state_dict())
-    assert torch.equal(again(x), approx)  # the state dict is all it takes
+    for x in (torch.randn(3, 5, 96), torch.randn(4, 50, 96)):  # a few rows (float32 product), many (int8 GEMM)
+        exact, approx = layer(x), int8(x)
+        assert approx.shape == exact.shape
+        assert 0 < (approx - exact).norm() / exact.norm() < 0.02
+        again = Int8Linear(96, 64)
+        again.load_state_dict(int8.state_dict())
+        assert torch.equal(again(x), approx)  # the state dict is all it takes
+
+
+def test_small_int8_products_at_a_few_rows_run_in_float32_on_the_int8_weights() -> None:
+    """At a decoding step's rows, a small layer multiplies its dequantized int8 weight in float32
+    (the int8 call's fixed cost is more than that product); at training's rows, or for a large
+    weight, the int8 GEMM quantizes the input too, and so differs from the float32 product."""
+    torch.manual_seed(0)
+    small, large = Int8Linear.from_linear(torch.nn.Linear(128, 512)), Int8Linear.from_linear(torch.nn.Linear(128, 1024))
+    assert small.small and not large.small
+    for layer in (small, large):
+        weight = layer.weight_int8.float() * layer.weight_scale[:, None]
+        few, many = torch.randn(16, 1, 128), torch.randn(2, 100, 128)
+        on_float = [torch.equal(layer(x), torch.nn.functional.linear(x, weight, layer.bias)) for x in (few, many)]
+        assert on_float == [layer is small, False]
+        assert (layer(few) - torch.nn.functional.linear(few, weight, layer.bias)).abs().max() < 0.05
 
 
 def test_a_quantized_model_predicts_as_the_float_one_and_steps_fast() -> None:

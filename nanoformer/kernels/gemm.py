@@ -99,7 +99,8 @@ SMALL_SIDE = 128  # in or out features
 SMALL_ROWS = 128
 
 
-def _small_weight(weight: Tensor) -> bool:
+def small_weight(weight: Tensor) -> bool:
+    """Whether a (out, in) weight is small enough that oneDNN's fixed cost per call does not pay (see above)."""
     return weight.dim() == 2 and weight.numel() <= SMALL_WEIGHT and min(weight.shape) <= SMALL_SIDE
 
 
@@ -107,10 +108,11 @@ def _small_product(x: Tensor, weight: Tensor) -> bool:
     """Whether this product goes to torch's kernel although oneDNN is the CPU's GEMM (see above).
 
     Only under the default rule: `NANOFORMER_GEMM=onednn` sends every product to oneDNN."""
-    return _small_weight(weight) and _auto() and _few_rows(x)
+    return small_weight(weight) and _auto() and few_rows(x)
 
 
-def _few_rows(x: Tensor) -> bool:
+def few_rows(x: Tensor) -> bool:
+    """Whether the input (..., in) has at most SMALL_ROWS rows: a decoding step's, not training's."""
     return (x.numel() // x.shape[-1] if x.shape[-1] else 0) <= SMALL_ROWS
 
 
@@ -256,12 +258,12 @@ def frozen_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tenso
     if _frozen.packed is None or not _use_onednn(weight, bias):
         return general
     packed = _packed_weight(weight)
-    small = _small_weight(weight) and _auto()  # `_small_product`, less what changes per call
+    small = small_weight(weight) and _auto()  # `_small_product`, less what changes per call
 
     def project(x: Tensor) -> Tensor:
         if x.dtype is not torch.float32 or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
             return general(x)
-        if small and _few_rows(x):
+        if small and few_rows(x):
             return F.linear(x, weight, bias)
         return _onednn_linear(x, packed, bias)
 

@@ -6,6 +6,11 @@ input is quantized per call with one scale per row (token), the product runs in 
 torch ships for x86 (fbgemm, `quantized::linear_dynamic`), and the result comes back in float32. The
 state dict holds plain tensors (int8 weight, float32 scales, bias), so a quantized checkpoint is
 ordinary safetensors.
+
+One exception, for speed: a small weight multiplied at a few rows (a decoding step of a narrow
+model) runs in float32 on its dequantized int8 values, weight-only int8. There the int8 call's
+fixed cost (quantizing the input, scaling each row) is more than the whole float32 product
+(see `Int8Linear.forward`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nanoformer.kernels.gemm import few_rows, small_weight
 
 
 # The op's overload itself: calling through the packet checks every argument in Python for
@@ -43,6 +51,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_scale", torch.ones(out_features))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self._packed = None  # fbgemm's prepacked weight, built on first use
+        self._dequantized: Tensor | None = None  # the float32 weight of small products, built on first use
+        self.small = small_weight(self.weight_int8)  # multiplied in float32 at a few rows (`forward`)
 
     @classmethod
     def from_linear(cls, layer: nn.Linear) -> Int8Linear:
@@ -54,7 +64,7 @@ class Int8Linear(nn.Module):
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._packed = None  # new weights: pack again
+        self._packed = self._dequantized = None  # new weights: pack again
 
     def packed(self):
         if self._packed is None:
@@ -65,7 +75,20 @@ class Int8Linear(nn.Module):
                 self._packed = torch.ops.quantized.linear_prepack(weight, None)
         return self._packed
 
+    def dequantized(self) -> Tensor:
+        """The float32 weight the int8 rows stand for: int8 · scale, once."""
+        if self._dequantized is None:
+            self._dequantized = self.weight_int8.float() * self.weight_scale[:, None]
+        return self._dequantized
+
     def forward(self, x: Tensor) -> Tensor:
+        # A small weight at a few rows: float32 on the dequantized weight. At 16 rows of a 128-wide
+        # translator's layers (128 x 128 to 512 x 128), the int8 call took 38-67 µs against 12-32
+        # µs in float32 (AMD Zen 4), and its decoding ran 1.25-1.33x faster greedy, 1.0-1.14x at
+        # beam 4 (docs/benchmarks.md, "Small int8 products"). The bound is the float32 one of
+        # kernels/gemm.py, whose products there go to torch's own kernel, as these do.
+        if self.small and few_rows(x):
+            return F.linear(x.float(), self.dequantized(), self.bias)
         # One activation scale per row (token), not per tensor: the kernel quantizes its input with
         # one scale, so each row is first divided by its own largest magnitude, and the result
         # multiplied back. A few outlier tokens then cost precision only in their own rows.
