@@ -2,7 +2,8 @@
 
 `quantize(model)` swaps every linear layer, the output layer included, for an `Int8Linear`
 (kernels/int8.py: one symmetric scale per weight row, activations quantized on the fly, torch's
-x86 int8 GEMM) and, with `embeddings=True` (the default), every token table for an
+x86 int8 GEMM; a small layer at a decoding step's few rows multiplies in float32 on the same int8
+values) and, with `embeddings=True` (the default), every token table for an
 `Int8Embedding`. Norms, positions and biases stay float32. The model is then for inference only:
 its config says `quantization = "int8"`, training and `export-hf` refuse it, and a checkpoint of
 it (`nanoformer quantize RUN OUT`) is ordinary safetensors that `nanoformer.load` rebuilds.
