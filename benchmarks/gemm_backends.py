@@ -93,6 +93,11 @@ SMALL_WIDTHS = (128, 256, 384, 512, 768)
 SMALL_ROWS = (1, 4, 16, 64, 128)
 
 
+def picks(x: torch.Tensor, w: torch.Tensor) -> str:
+    """What `kernels/gemm.py`'s `linear` multiplies this product with on this CPU (Intel: torch's kernel always)."""
+    return "aten" if L.gemm_backend() != "onednn" or L._small_product(x, w) else "onednn"
+
+
 def small_rows(calls: int = 100) -> list[dict]:
     evict = torch.randn(2 << 20)  # 8 MB, written between calls
 
@@ -118,7 +123,7 @@ def small_rows(calls: int = 100) -> list[dict]:
                 onednn = per_call_us(lambda: L._onednn_linear(x, packed, b))
                 rows.append({"rows_in_out": [m, k, n], "weight_elements": k * n, "aten_us": round(aten, 1),
                              "onednn_packed_us": round(onednn, 1), "faster": "aten" if aten < onednn else "onednn",
-                             "rule_picks": "aten" if L._small_product(x, w) else "onednn"})
+                             "rule_picks": picks(x, w)})
     return rows
 
 
