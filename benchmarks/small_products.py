@@ -41,6 +41,7 @@ from nanoformer.kernels.int8 import Int8Linear  # noqa: E402
 from nanoformer.models import build_model  # noqa: E402
 from nanoformer.quantize import quantize  # noqa: E402
 
+
 def gemm_choices(model) -> dict:
     """The float32 rule against every product on oneDNN: name -> (result key, function that sets it)."""
     return {"default rule": ("default_rule", lambda: set_gemm_backend(None)),

@@ -83,10 +83,11 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # A small weight at a few rows: float32 on the dequantized weight. At 16 rows of a 128-wide
-        # translator's layers (128 x 128 to 512 x 128), the int8 call took 38-67 µs against 12-32
-        # µs in float32 (AMD Zen 4), and its decoding ran 1.25-1.33x faster greedy, 1.0-1.14x at
-        # beam 4 (docs/benchmarks.md, "Small int8 products"). The bound is the float32 one of
-        # kernels/gemm.py, whose products there go to torch's own kernel, as these do.
+        # translator's layers (128 x 128 to 512 x 128), the int8 call took 38-67 µs against 13-32
+        # µs in float32 (AMD Zen 4), and its decoding ran 1.04-1.33x faster in 7 of 8 runs (one
+        # 0.95x; `benchmarks/small_products.py --int8`, docs/benchmarks.md "Small int8 products").
+        # The bound is the float32 one of kernels/gemm.py, whose products there go to torch's own
+        # kernel, as these do.
         if self.small and few_rows(x):
             return F.linear(x.float(), self.dequantized(), self.bias)
         # One activation scale per row (token), not per tensor: the kernel quantizes its input with
