@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from nanoformer.generation.loop import generation_loop
+from nanoformer.kernels.argmax import last_dim_argmax
 
 
 def apply_repetition_penalty(logits: Tensor, previous_ids: Tensor, penalty: float) -> Tensor:
@@ -59,7 +60,7 @@ def choose_next(
     each row then draws exactly what it would draw alone).
     """
     if not do_sample:
-        return logits.argmax(dim=-1)
+        return last_dim_argmax(logits)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     logits = logits / temperature

@@ -6,6 +6,8 @@
 - dropout.py          `dropout` / `Dropout`: F.dropout / nn.Dropout with a cheap CPU mask
 - packing.py          `TokenPacking`: token-wise sublayers on the real tokens of a padded batch
 - cross_entropy.py    `linear_cross_entropy`: the output layer and its loss without the logits
+- argmax.py           `last_dim_argmax`: argmax over the last dim (greedy's next token) in two
+                      vectorised passes
 - grouped_attention.py  beams of one sentence attend to one copy of its memory
 - cpu.py              the CPU's vendor and model, read once
 
